@@ -40,3 +40,8 @@ class ToolCodec(abc.ABC):
     @abc.abstractmethod
     def decode(self, text: str, tools: list[ToolSpec] | None) -> Decoded:
         """Model text -> narration + tool calls, or a structured error. Never raises."""
+
+    def for_template(self, renders_tools: bool) -> "ToolCodec":
+        """This codec adapted to a chat template that does (or does not) render `tools` and
+        assistant `tool_calls` itself. Backends that apply the template call this."""
+        return self

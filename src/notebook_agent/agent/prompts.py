@@ -1,0 +1,95 @@
+"""What the model is told: the system prompt and the first user message.
+
+The first message carries the question, the task's constraints and answer format when it has
+them, and the files (name and size; for tables, the columns and a few rows when
+`file_preview` is on).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from ..tasks.task import Task
+
+SYSTEM_TOOLS = """You are a careful data analyst working in a Jupyter notebook.
+Solve the user's question by running Python code, one step at a time:
+- Call `execute_code` with a short `comment` (what this step does) and the `code` of one cell.
+  The kernel keeps variables between cells; the data files are in the current directory.
+  pandas and numpy are installed. Print the values you need to see.
+- Read each output before the next step. If a cell fails, fix the error.
+- Never guess or invent numbers: every number in your answer must come from an output you saw.
+- When the outputs answer the question, call `final_answer` with the answer in the requested
+  format. Call `final_answer` alone, not together with `execute_code`."""
+
+SYSTEM_REACT = """You are a careful data analyst working in a Jupyter notebook.
+Solve the user's question by writing Python code, one step at a time. The data files are in the
+current directory; pandas and numpy are installed; variables persist between steps."""
+
+TABULAR_SUFFIXES = {".csv", ".tsv", ".txt"}
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def table_preview(path: Path, rows: int = 3, max_cols: int = 30, max_cell: int = 40) -> str | None:
+    """Columns and first rows of a delimited text file, read without pandas' full parse."""
+    if path.suffix.lower() not in TABULAR_SUFFIXES:
+        return None
+    try:
+        with path.open(newline="", errors="replace") as f:
+            head = f.read(64_000)
+        dialect = csv.Sniffer().sniff(head.splitlines()[0] if head else ",", delimiters=",;\t|")
+        reader = csv.reader(io.StringIO(head), dialect)
+        lines = [row for _, row in zip(range(rows + 1), reader)]
+    except (OSError, csv.Error, UnicodeError):
+        return None
+    if not lines:
+        return None
+
+    def clip(cell: str) -> str:
+        return cell if len(cell) <= max_cell else cell[: max_cell - 3] + "..."
+
+    columns = lines[0]
+    shown = columns[:max_cols]
+    more = f" (+{len(columns) - max_cols} more)" if len(columns) > max_cols else ""
+    out = [f"  columns ({len(columns)}): " + ", ".join(clip(c) for c in shown) + more]
+    for row in lines[1:]:
+        out.append("  | " + " | ".join(clip(c) for c in row[:max_cols]))
+    return "\n".join(out)
+
+
+def describe_files(files: list[Path], preview: bool) -> str:
+    if not files:
+        return "No data files are attached."
+    parts = ["Files in the current directory:"]
+    for p in files:
+        try:
+            size = human_size(p.stat().st_size)
+        except OSError:
+            size = "unreadable"
+        parts.append(f"- {p.name} ({size})")
+        if preview:
+            table = table_preview(p)
+            if table:
+                parts.append(table)
+    return "\n".join(parts)
+
+
+def first_message(task: Task, preview: bool = True) -> str:
+    parts = [f"Question: {task.question.strip()}"]
+    if task.constraints:
+        parts.append(f"Constraints: {task.constraints.strip()}")
+    if task.guidelines:
+        parts.append(f"Guidelines: {task.guidelines.strip()}")
+    if task.format:
+        parts.append(f"Answer format: {task.format.strip()}")
+    parts.append(describe_files(task.files, preview))
+    return "\n\n".join(parts)
