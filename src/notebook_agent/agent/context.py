@@ -48,7 +48,7 @@ def fit_context(
     sizes = [count_tokens(message_text(m)) for m in messages]
     total = sum(sizes)
     if total <= budget_tokens:
-        return messages, 0
+        return [dict(m) for m in messages], 0
     out = [dict(m) for m in messages]
     observations = [i for i, m in enumerate(out) if m.get("role") == "tool"]
     candidates = observations[:-keep_recent] if keep_recent else observations
