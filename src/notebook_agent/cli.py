@@ -26,6 +26,7 @@ _GROUPS = [
 # (module, attribute): modules exposing `register(app)` for top-level commands (run, search, ui...).
 _COMMANDS = [
     "notebook_agent.agent.cli",
+    "notebook_agent.ui.cli",
 ]
 
 
