@@ -93,6 +93,14 @@ async def test_parse_error_is_shown_to_the_model(task, session):
     assert traj.settings["counters"]["parse_errors"] == 1
 
 
+async def test_answer_stated_in_text_after_running_code_is_final(task, session):
+    model = ScriptedModel([call("execute_code", comment="c", code="print(12)"),
+                           "The output shows 12.\n\nThe final answer is: @total_units[12]"])
+    traj = await run_agent(task, model, session, AgentConfig())
+    assert traj.status == "answered" and traj.answer == "@total_units[12]"
+    assert traj.settings["counters"]["recovered_text_answers"] == 1
+
+
 async def test_no_tool_call_nudges_then_stops(task, session):
     model = ScriptedModel(["I think the answer is @total_units[12]."] * 5)
     traj = await run_agent(task, model, session, AgentConfig(max_nudges=3))

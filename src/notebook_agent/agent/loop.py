@@ -26,6 +26,7 @@ from .trajectory import Step, Trajectory
 
 ANSWER_ITEM = re.compile(r"@(\w+)\[(.*?)\]")
 CODE_FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL)
+FINAL_TEXT = re.compile(r"(?:final answer|formatted answer)(?: is)?\s*[:：]\s*(.+)", re.IGNORECASE | re.DOTALL)
 
 
 @dataclass
@@ -48,6 +49,8 @@ class AgentConfig:
     require_execution: bool = True      # refuse a final answer before any cell ran successfully
     check_format: bool = True           # remind once when the answer misses the `@name[value]` format
     recover_code_blocks: bool = True    # a python block written as plain text runs as execute_code
+    recover_text_answers: bool = True   # after a successful cell, an answer written as text (in the
+                                        # task's @name[value] format, or after "Final answer:") is final
 
 
 @dataclass
@@ -98,7 +101,8 @@ class _Run:
             settings=asdict(config),
         )
         self.counters = {"parse_errors": 0, "nudges": 0, "recovered_code_blocks": 0,
-                         "rejected_answers": 0, "kernel_restarts": 0, "cell_errors": 0}
+                         "rejected_answers": 0, "kernel_restarts": 0, "cell_errors": 0,
+                         "recovered_text_answers": 0}
         self.consecutive_errors = 0
         self.nudges = 0
         self.format_reminded = False
@@ -166,6 +170,22 @@ class _Run:
         comment = text[: m.start()].strip() or "Run the code."
         completion.content = comment
         return [ToolCall(EXECUTE_CODE, {"comment": comment, "code": m.group(1)})]
+
+    def recover_answer(self, completion: Completion) -> str | None:
+        """A reply with no tool call that states the answer in text (models do this after computing it)."""
+        if not self.config.recover_text_answers or self.successful_cells == 0:
+            return None
+        text = completion.content or completion.raw_text or ""
+        items = extract_answer_items(text)
+        if items and "@" in (self.task.format or ""):
+            answer = " ".join(f"@{name}[{value}]" for name, value in items)
+        else:
+            m = FINAL_TEXT.search(text)
+            answer = m.group(1).strip() if m else ""
+        if not answer or CODE_FENCE.search(text):
+            return None
+        self.counters["recovered_text_answers"] += 1
+        return answer
 
     async def run_cell(self, turn: int, comment: str, code: str) -> str:
         self.emit("cell", turn, comment=comment, code=code)
@@ -296,6 +316,12 @@ class _Run:
                 if not calls:
                     calls = self.recover_calls(completion)
                 if not calls:
+                    answer = self.recover_answer(completion)
+                    if answer is not None:
+                        self.traj.messages.append({"role": "assistant", "content": completion.raw_text})
+                        self.traj.answer = answer
+                        self.emit("answer", turn, answer=answer)
+                        return "answered", "answer stated in text"
                     self.nudges += 1
                     self.counters["nudges"] += 1
                     self.traj.messages.append({"role": "assistant", "content": completion.raw_text})
