@@ -41,7 +41,9 @@ class ToolCodec(abc.ABC):
     def decode(self, text: str, tools: list[ToolSpec] | None) -> Decoded:
         """Model text -> narration + tool calls, or a structured error. Never raises."""
 
-    def for_template(self, renders_tools: bool) -> "ToolCodec":
-        """This codec adapted to a chat template that does (or does not) render `tools` and
-        assistant `tool_calls` itself. Backends that apply the template call this."""
+    def for_template(self, template: str) -> "ToolCodec":
+        """This codec adapted to a model's chat template (Jinja source): a codec whose format
+        the template already writes (tool list, assistant `tool_calls`, tool results) keeps
+        `tools` and canonical messages and lets the template render them. Backends that
+        apply the template themselves call this; the default changes nothing."""
         return self

@@ -1,0 +1,183 @@
+"""llama.cpp in-process (llama-cpp-python): the embedded default for GGUF files on CPU.
+
+The prompt is the GGUF's own chat template rendered with the codec's messages; generation
+is a raw token loop over `Llama.generate`, so
+
+- the codec, not llama.cpp's chat handlers, decides the text;
+- `generate` keeps the KV cache of the longest common prefix with the previous call, so the
+  next turn of a conversation (and the 2nd..nth sample of a turn) only evaluates new tokens;
+- log-probabilities come from the logits of each sampled step, without `logits_all=True`
+  (which would keep n_ctx x n_vocab floats and slow prompt evaluation).
+
+`n_threads` defaults to llama.cpp's choice (half the logical CPUs). Using every core is
+faster on an idle machine but collapses when anything else runs: llama.cpp's threads
+busy-wait for each other, and on a shared 2-core VM 2 threads fell from ~30 to 0.2 tokens/s
+while 1 thread kept ~30.
+
+One `Llama` object is not thread-safe: calls hold a lock and run in a worker thread so the
+event loop stays free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import threading
+from pathlib import Path
+from typing import Any
+
+from . import chat_template as templates
+from .base import ChatModel, Completion, Message, ModelError, SamplingParams, ToolSpec, Usage
+from .codecs import ToolCodec, get_codec
+from .completion import decode_completion, merged_stops
+
+
+class LlamaCppModel(ChatModel):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        n_ctx: int = 8192,
+        n_threads: int | None = None,
+        codec: str | ToolCodec = "hermes",
+        chat_template: str | None = None,
+        seed: int = 0,
+        top_k: int = 40,
+        min_p: float = 0.05,
+        n_batch: int = 512,
+        name: str | None = None,
+    ):
+        try:
+            import llama_cpp
+        except ImportError as e:  # optional extra
+            raise ModelError("llama.cpp backend needs llama-cpp-python: pip install 'notebook-agent[local]'") from e
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(f"GGUF file not found: {self.path}")
+        self._llama_cpp = llama_cpp
+        try:
+            self._llm = llama_cpp.Llama(
+                model_path=str(self.path),
+                n_ctx=n_ctx,
+                n_threads=n_threads,  # None: llama.cpp's default, half the logical CPUs
+                n_batch=n_batch,
+                seed=seed,
+                verbose=False,
+            )
+        except Exception as e:
+            raise ModelError(f"llama.cpp could not load {self.path}: {e}") from e
+        self.name = name or self.path.stem
+        self.n_ctx = n_ctx
+        self.seed = seed
+        self.top_k = top_k
+        self.min_p = min_p
+        meta = self._llm.metadata or {}
+        self.template = self._pick_template(chat_template, meta)
+        self.codec = get_codec(codec).for_template(self.template)
+        model = self._llm._model
+        self._bos_text = model.token_get_text(self._llm.token_bos()) if self._llm.token_bos() >= 0 else ""
+        self._eos_text = model.token_get_text(self._llm.token_eos()) if self._llm.token_eos() >= 0 else ""
+        self._n_vocab = self._llm.n_vocab()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _pick_template(override: str | None, meta: dict[str, str]) -> str:
+        if override is not None:
+            return templates.resolve(override)
+        return meta.get("tokenizer.chat_template") or templates.CHATML
+
+    # --- prompt ---------------------------------------------------------------------------
+
+    def render_prompt(self, messages: list[Message], tools: list[ToolSpec] | None = None) -> str:
+        """The exact text the model sees (codec-encoded messages through the chat template)."""
+        msgs, tls = self.codec.encode(messages, tools)
+        try:
+            return templates.render(self.template, msgs, tls, bos_token=self._bos_text, eos_token=self._eos_text)
+        except Exception as e:
+            raise ModelError(f"chat template of {self.name} failed to render the conversation: {e}") from e
+
+    def tokenize_prompt(self, prompt: str) -> list[int]:
+        # The template writes BOS itself when it wants one; never add a second.
+        add_bos = not (self._bos_text and prompt.startswith(self._bos_text))
+        return self._llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    @property
+    def context_window(self) -> int:
+        return self.n_ctx
+
+    # --- generation -----------------------------------------------------------------------
+
+    async def _complete(self, messages: list[Message], tools: list[ToolSpec] | None, params: SamplingParams) -> list[Completion]:
+        prompt = self.render_prompt(messages, tools)
+        return await asyncio.to_thread(self.complete_prompt, prompt, tools, params)
+
+    def complete_prompt(self, prompt: str, tools: list[ToolSpec] | None, params: SamplingParams) -> list[Completion]:
+        """n completions of an already rendered prompt (blocking; holds the model lock)."""
+        if params.n < 1:
+            raise ModelError(f"n must be >= 1, got {params.n}")
+        stops = merged_stops(params.stop, self.codec.stop)
+        base_seed = params.seed if params.seed is not None else random.randrange(2**31)
+        with self._lock:
+            tokens = self.tokenize_prompt(prompt)
+            if len(tokens) >= self.n_ctx:
+                raise ModelError(f"prompt has {len(tokens)} tokens; the context window of {self.name} is {self.n_ctx} (raise n_ctx)")
+            out = []
+            for i in range(params.n):
+                text, n_out, finish, logprobs = self._sample(tokens, params, stops, base_seed + i)
+                out.append(
+                    decode_completion(text, self.codec, tools, finish, Usage(len(tokens), n_out), logprobs if params.logprobs else None)
+                )
+        return out
+
+    def _sample(self, tokens: list[int], params: SamplingParams, stops: list[str], seed: int) -> tuple[str, int, str, list[float]]:
+        import numpy as np
+
+        lc, llm = self._llama_cpp, self._llm
+        vocab = llm._model.vocab
+        max_new = min(params.max_tokens, self.n_ctx - len(tokens))
+        llm.set_seed(seed)
+        data = b""
+        text = ""
+        cut = False
+        n_out = 0
+        logprobs: list[float] = []
+        finish = "length"
+        longest_stop = max((len(s) for s in stops), default=0)
+        for tok in llm.generate(
+            tokens, temp=params.temperature, top_p=params.top_p, top_k=self.top_k, min_p=self.min_p, repeat_penalty=1.0
+        ):
+            if lc.llama_token_is_eog(vocab, tok):
+                finish = "stop"
+                break
+            n_out += 1
+            if params.logprobs:
+                logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(llm.ctx, -1), shape=(self._n_vocab,))
+                top = float(logits.max())
+                logprobs.append(float(logits[tok]) - top - float(np.log(np.exp(logits - top).sum())))
+            data += llm.detokenize([tok])
+            if stops:
+                before = len(text)
+                text = data.decode("utf-8", errors="ignore")
+                window = max(0, before - longest_stop)
+                hits = [i for i in (text.find(s, window) for s in stops) if i >= 0]
+                if hits:
+                    text = text[: min(hits)]
+                    finish, cut = "stop", True
+                    break
+            if n_out >= max_new:
+                break
+        else:
+            finish = "stop"  # the generator ended by itself
+        if not cut:
+            text = data.decode("utf-8", errors="ignore")
+        return text, n_out, finish, logprobs
+
+    async def aclose(self) -> None:
+        with self._lock:
+            close = getattr(self._llm, "close", None)
+            if close is not None:
+                close()
+
