@@ -1,0 +1,305 @@
+"""`notebook-agent eval ...`: run a benchmark, score a responses file, compare runs.
+
+    notebook-agent eval BENCH --model M --out runs/NAME [--workers N ...]   (same as `eval run`)
+    notebook-agent eval score BENCH --responses FILE
+    notebook-agent eval report runs/A [runs/B ...]
+
+BENCH is KIND:PATH with KIND one of dabench, dabstep, nbqa, jsonl. `run` and `score` end
+with one JSON line holding the metrics (abq, psaq, uasq as fractions, n, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from ..tasks.formats.common import BenchmarkError, LoadIssue, LoadResult, read_jsonl
+from ..tasks.loaders import benchmark_kind, load_benchmark
+from ..tasks.scoring import Metrics, ScoredItem, get_scorer, scorer_for, summarize
+
+RUNNER_SLACK_S = 60.0  # the runner's hard limit = --task-timeout + this (kernel start, close, a last reply)
+
+
+class _DefaultRunGroup(TyperGroup):
+    """`eval BENCH ...` means `eval run BENCH ...`."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    cls=_DefaultRunGroup,
+    help="Evaluate agents on benchmarks (`eval BENCH --model M --out DIR` runs one).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _split_ids(ids: list[str] | None) -> list[str] | None:
+    if not ids:
+        return None
+    return [i.strip() for chunk in ids for i in chunk.split(",") if i.strip()]
+
+
+def _load(bench: str, limit: int | None, ids: list[str] | None) -> LoadResult:
+    try:
+        result = load_benchmark(bench, limit=limit, ids=_split_ids(ids))
+    except BenchmarkError as e:
+        _err(f"error: {e}")
+        raise typer.Exit(2) from None
+    _report_issues(result.errors)
+    return result
+
+
+def _report_issues(issues: list[LoadIssue]) -> None:
+    if not issues:
+        return
+    _err(f"skipped {len(issues)} record(s):")
+    for issue in issues[:50]:
+        _err(f"  {issue}")
+    if len(issues) > 50:
+        _err(f"  ... and {len(issues) - 50} more")
+
+
+def _scorer(bench: str, name: str | None) -> Any:
+    try:
+        return get_scorer(name) if name else scorer_for(benchmark_kind(bench))
+    except (ValueError, BenchmarkError) as e:
+        _err(f"error: {e}")
+        raise typer.Exit(2) from None
+
+
+def metrics_json(metrics: Metrics, **extra: Any) -> str:
+    d = metrics.to_dict()
+    d["by_level"] = {k: {x: v[x] for x in ("abq", "psaq", "uasq", "n")} for k, v in d["by_level"].items()}
+    d["by_concept"] = {k: {x: v[x] for x in ("abq", "n")} for k, v in d["by_concept"].items()}
+    return json.dumps({**d, **extra}, ensure_ascii=False)
+
+
+def _print_metrics(metrics: Metrics, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    t = Table(title=title, title_justify="left")
+    for col in ("group", "n", "ABQ", "PSAQ", "UASQ"):
+        t.add_column(col, justify="left" if col == "group" else "right")
+
+    def row(name: str, g: Any) -> None:
+        t.add_row(name, str(g.n), f"{100 * g.abq:.1f}", f"{100 * g.psaq:.1f}", f"{100 * g.uasq:.1f}")
+
+    row("overall", metrics.overall)
+    for lv, g in metrics.by_level.items():
+        row(f"level: {lv}", g)
+    for c, g in metrics.by_concept.items():
+        row(f"concept: {c}", g)
+    console.print(t)
+
+
+# --- score -------------------------------------------------------------------------------------
+def read_responses(path: Path) -> dict[str, str]:
+    """`{id: response}` from a JSONL of {"id", "response"} (or a run's results, {"id", "answer"}).
+
+    As InfiAgent's script does, the first record of an id with a non-empty response counts.
+    """
+    if not path.is_file():
+        raise BenchmarkError(f"responses file {path} does not exist")
+    out: dict[str, str] = {}
+    for line in read_jsonl(path):
+        if line.record is None:
+            _err(f"warning: {line.error}")
+            continue
+        rec = line.record
+        if "id" not in rec:
+            _err(f"warning: line {line.line_no} of {path.name} has no id")
+            continue
+        text = rec.get("response", rec.get("answer"))
+        if text is None or text == "":
+            continue
+        out.setdefault(str(rec["id"]).strip(), text if isinstance(text, str) else json.dumps(text))
+    return out
+
+
+@app.command()
+def score(
+    bench: str = typer.Argument(..., help="KIND:PATH, e.g. dabench:../shared/benchmarks/dabench-dev"),
+    responses: Path = typer.Option(..., "--responses", "-r", help='JSONL of {"id", "response"} records'),
+    scorer: Optional[str] = typer.Option(None, help="scorer name (default: the benchmark's official one)"),
+    missing: str = typer.Option("wrong", help="'wrong' (count unanswered as wrong) or 'skip' (InfiAgent script)"),
+    limit: Optional[int] = typer.Option(None, help="only the first K tasks"),
+    ids: Optional[list[str]] = typer.Option(None, help="only these task ids (comma-separated or repeated)"),
+) -> None:
+    """Score a responses file against a benchmark's gold answers."""
+    if missing not in ("wrong", "skip"):
+        _err("error: --missing must be 'wrong' or 'skip'")
+        raise typer.Exit(2)
+    result = _load(bench, limit, ids)
+    sc = _scorer(bench, scorer)
+    try:
+        resp = read_responses(responses)
+    except BenchmarkError as e:
+        _err(f"error: {e}")
+        raise typer.Exit(2) from None
+    known = {t.id for t in result.tasks}
+    unknown = [i for i in resp if i not in known]
+    if unknown and ids is None and limit is None:
+        _err(f"warning: {len(unknown)} response id(s) are not in the benchmark, e.g. {unknown[:5]}")
+    items = [ScoredItem(t.id, sc.score(t, resp.get(t.id)), t.level, t.concepts) for t in result.tasks]
+    metrics = summarize(items, missing=missing)  # type: ignore[arg-type]
+    _print_metrics(metrics, f"{bench} scored with {sc.name} ({len(resp)} responses)")
+    print(metrics_json(metrics, scorer=sc.name, n_responses=len(resp), n_load_issues=len(result.errors)), flush=True)
+
+
+# --- run ---------------------------------------------------------------------------------------
+def _agent_config(scaffold: str, task_timeout: float, **given: Any) -> Any:
+    """The agent's config: its defaults, overridden by the options given (None = not given)."""
+    from ..agent.loop import AgentConfig
+
+    return AgentConfig(scaffold=scaffold, max_wall_s=task_timeout,  # type: ignore[arg-type]
+                       **{k: v for k, v in given.items() if v is not None})
+
+
+async def _run(tasks: list[Any], issues: list[LoadIssue], bench: str, model_spec: str | None, out: Path, workers: int,
+               task_timeout: float, agent_config: Any, scorer: Any, backend: str, progress: bool,
+               check_settings: bool) -> Any:
+    from ..models.resolve import load_model
+    from .runner import default_session_factory, run_eval
+
+    model = load_model(model_spec)
+    try:
+        return await run_eval(
+            tasks, model, out,
+            scorer=scorer,
+            agent_config=agent_config,
+            workers=workers,
+            task_timeout_s=task_timeout + RUNNER_SLACK_S,
+            session_factory=default_session_factory(backend=backend),
+            progress=progress,
+            settings={"benchmark": bench, "model": model_spec or getattr(model, "name", ""),
+                      "model_name": getattr(model, "name", ""),
+                      "scaffold": getattr(agent_config, "scaffold", None), "kernel_backend": backend},
+            load_issues=issues,
+            check_settings=check_settings,
+        )
+    finally:
+        await model.aclose()
+
+
+def run_interruptible(coro: Coroutine[Any, Any, Any]) -> Any:
+    """`asyncio.run`, except for Ctrl-C: the first cancels the run (the runner records what is
+    finished and closes the kernels), then the process exits at once with status 130 instead
+    of waiting for a model thread still generating a reply nobody will read. A second Ctrl-C
+    exits immediately."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    main = loop.create_task(coro)
+    interrupted = False
+
+    def on_sigint() -> None:
+        nonlocal interrupted
+        if interrupted:
+            os._exit(130)
+        interrupted = True
+        main.cancel()
+
+    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    try:
+        return loop.run_until_complete(main)
+    except asyncio.CancelledError:
+        if not interrupted:
+            raise
+        _err("interrupted; finished tasks are saved. Rerun the same command to continue.")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
+@app.command()
+def run(
+    bench: str = typer.Argument(..., help="KIND:PATH, e.g. dabench:../shared/benchmarks/dabench-dev"),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="registry name, GGUF file, model dir, URL#model or HF id (default: "
+                                             "the embedded default model)"),
+    out: Path = typer.Option(..., "--out", "-o", help="run directory (rerun the same command to continue)"),
+    workers: int = typer.Option(1, "--workers", "-w", help="tasks run in parallel, one kernel each"),
+    limit: Optional[int] = typer.Option(None, help="only the first K tasks"),
+    ids: Optional[list[str]] = typer.Option(None, help="only these task ids (comma-separated or repeated)"),
+    max_turns: Optional[int] = typer.Option(None, help="model turns per task (default: the agent's)"),
+    scaffold: str = typer.Option("tools", help="tools (tool calls) or react (Thought / code / Formatted answer)"),
+    task_timeout: float = typer.Option(900.0, help="seconds per task: the agent stops itself at this limit"),
+    cell_timeout: Optional[float] = typer.Option(None, help="seconds per cell (default: the agent's)"),
+    max_tokens_per_turn: Optional[int] = typer.Option(None, help="completion tokens per model call"),
+    temperature: Optional[float] = typer.Option(None, help="sampling temperature (default: the agent's, 0)"),
+    seed: Optional[int] = typer.Option(None, help="sampling seed"),
+    scorer: Optional[str] = typer.Option(None, help="scorer name (default: the benchmark's official one)"),
+    backend: str = typer.Option("local", help="kernel backend"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="live progress bar"),
+    allow_changed_settings: bool = typer.Option(False, help="continue a run dir made with other settings"),
+) -> None:
+    """Run the agent on every task of BENCH and score it; rerun to continue an interrupted run."""
+    if scaffold not in ("tools", "react"):
+        _err("error: --scaffold must be 'tools' or 'react'")
+        raise typer.Exit(2)
+    if workers < 1:
+        _err("error: --workers must be >= 1")
+        raise typer.Exit(2)
+    result = _load(bench, limit, ids)
+    if not result.tasks:
+        _err("error: no task to run")
+        raise typer.Exit(2)
+    sc = _scorer(bench, scorer)
+    config = _agent_config(scaffold, task_timeout, max_turns=max_turns, cell_timeout_s=cell_timeout,
+                           max_tokens_per_turn=max_tokens_per_turn, temperature=temperature, seed=seed)
+    from ..models.base import ModelError
+    from .runner import RunLocked, SettingsMismatch
+
+    try:
+        summary = run_interruptible(_run(result.tasks, result.errors, bench, model, out, workers, task_timeout, config,
+                                         sc, backend, progress, not allow_changed_settings))
+    except (SettingsMismatch, RunLocked, ModelError) as e:
+        _err(f"error: {e}")
+        raise typer.Exit(2) from None
+    _print_metrics(summary.metrics, f"{bench}: {out} ({summary.n_run} run now, {summary.n_resumed} resumed)")
+    print(f"results: {out / 'results.jsonl'}  notebooks: {out / 'notebooks'}")
+    print(metrics_json(summary.metrics, n_tasks=summary.n_tasks, n_run=summary.n_run, n_resumed=summary.n_resumed,
+                       status_counts=summary.status_counts, scorer=sc.name), flush=True)
+
+
+# --- report ------------------------------------------------------------------------------------
+@app.command()
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="run directories to compare"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="where report.md and report.png go"),
+) -> None:
+    """Compare runs: tables on the terminal, a PNG plot and a Markdown report."""
+    from .report import make_report, print_tables
+
+    try:
+        files = make_report(list(run_dirs), out)
+    except FileNotFoundError as e:
+        _err(f"error: {e}")
+        raise typer.Exit(2) from None
+    print_tables(files.tables)
+    print(f"report: {files.markdown}")
+    print(f"plot: {files.plot}")

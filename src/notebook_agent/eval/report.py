@@ -1,0 +1,190 @@
+"""Compare runs: tables (overall, per level, per concept, cost, statuses), a PNG and Markdown.
+
+A run directory is what `run_eval` leaves: `results.jsonl` (the last record of each id
+counts; `cancelled` records are unfinished work and are left out) and `run.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..tasks.scoring import Metrics, level_key, summarize
+from .results import RESULTS_FILE, RUN_FILE, load_run_records, scored_item
+
+
+@dataclass
+class RunReport:
+    name: str
+    path: Path
+    settings: dict[str, Any]
+    metrics: Metrics
+    status_counts: dict[str, int]
+    n_records: int
+    mean_tokens: float
+    mean_wall_s: float
+    total_wall_min: float
+    records: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+
+
+def load_run(run_dir: str | Path, name: str | None = None) -> RunReport:
+    path = Path(run_dir)
+    if not (path / RESULTS_FILE).exists():
+        raise FileNotFoundError(f"{path} is not a run directory: it has no {RESULTS_FILE}")
+    settings = json.loads((path / RUN_FILE).read_text()) if (path / RUN_FILE).exists() else {}
+    records = [r for r in load_run_records(path).values() if r.get("status") != "cancelled"]
+    n = len(records)
+    return RunReport(
+        name=name or path.name,
+        path=path,
+        settings=settings,
+        metrics=summarize(scored_item(r) for r in records),
+        status_counts=dict(Counter(r.get("status", "") for r in records)),
+        n_records=n,
+        mean_tokens=sum(r.get("total_tokens", 0) for r in records) / n if n else 0.0,
+        mean_wall_s=sum(r.get("wall_s", 0.0) for r in records) / n if n else 0.0,
+        total_wall_min=sum(r.get("wall_s", 0.0) for r in records) / 60,
+        records=records,
+    )
+
+
+def _names(paths: list[Path]) -> list[str]:
+    names = [p.name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [str(p) for p in paths]
+
+
+def load_runs(run_dirs: list[str | Path]) -> list[RunReport]:
+    paths = [Path(p) for p in run_dirs]
+    return [load_run(p, n) for p, n in zip(paths, _names(paths))]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def _triple(g: Any) -> str:
+    return f"{_pct(g.abq)} / {_pct(g.psaq)} / {_pct(g.uasq)} (n={g.n})" if g and g.n else "-"
+
+
+def tables(runs: list[RunReport]) -> list[Table]:
+    names = [r.name for r in runs]
+    agent = [r.settings.get("agent_config") or {} for r in runs]
+    overall = Table("Overall (ABQ, PSAQ, UASQ in %)", ["", *names], [
+        ["tasks scored", *[str(r.metrics.n) for r in runs]],
+        ["ABQ", *[_pct(r.metrics.abq) for r in runs]],
+        ["PSAQ", *[_pct(r.metrics.psaq) for r in runs]],
+        ["UASQ", *[_pct(r.metrics.uasq) for r in runs]],
+        ["answered", *[f"{r.metrics.n_answered}/{r.metrics.n}" for r in runs]],
+        ["mean tokens / task", *[f"{r.mean_tokens:.0f}" for r in runs]],
+        ["mean time / task (s)", *[f"{r.mean_wall_s:.1f}" for r in runs]],
+        ["total task time (min)", *[f"{r.total_wall_min:.1f}" for r in runs]],
+        ["model", *[str(r.settings.get("model", "?")) for r in runs]],
+        ["scaffold", *[str(a.get("scaffold", r.settings.get("scaffold", "?"))) for a, r in zip(agent, runs)]],
+        ["scorer", *[str(r.settings.get("scorer", "?")) for r in runs]],
+        ["benchmark", *[str(r.settings.get("benchmark", "?")) for r in runs]],
+    ])
+    levels = sorted({lv for r in runs for lv in r.metrics.by_level}, key=level_key)
+    by_level = Table("By level: ABQ / PSAQ / UASQ (%)", ["level", *names],
+                     [[lv, *[_triple(r.metrics.by_level.get(lv)) for r in runs]] for lv in levels])
+    concepts = sorted({c for r in runs for c in r.metrics.by_concept})
+    by_concept = Table("By concept: ABQ (%)", ["concept", *names], [
+        [c, *[(f"{_pct(g.abq)} (n={g.n})" if (g := r.metrics.by_concept.get(c)) else "-") for r in runs]]
+        for c in concepts])
+    statuses = sorted({s for r in runs for s in r.status_counts})
+    status = Table("Run statuses", ["status", *names],
+                   [[s, *[str(r.status_counts.get(s, 0)) for r in runs]] for s in statuses])
+    return [t for t in (overall, by_level, by_concept, status) if t.rows]
+
+
+def print_tables(ts: list[Table], console: Any = None) -> None:
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    console = console or Console()
+    for t in ts:
+        rt = RichTable(title=t.title, title_justify="left")
+        for i, h in enumerate(t.header):
+            rt.add_column(h, justify="left" if i == 0 else "right")
+        for row in t.rows:
+            rt.add_row(*row)
+        console.print(rt)
+
+
+def markdown(runs: list[RunReport], ts: list[Table], plot_name: str | None) -> str:
+    lines = ["# Evaluation report", ""]
+    lines += [f"- **{r.name}**: `{r.path}` (git {r.settings.get('git_commit') or '?'})" for r in runs]
+    lines.append("")
+    if plot_name:
+        lines += [f"![ABQ by level]({plot_name})", ""]
+    for t in ts:
+        lines += [f"## {t.title}", "", "| " + " | ".join(t.header) + " |",
+                  "|" + "|".join(["---"] + ["---:"] * (len(t.header) - 1)) + "|"]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in t.rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_levels(runs: list[RunReport], path: Path) -> Path:
+    """Grouped bars: ABQ per level (and overall), one bar per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    levels = sorted({lv for r in runs for lv in r.metrics.by_level}, key=level_key) + ["overall"]
+    width = 0.8 / max(1, len(runs))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(levels) * max(1, len(runs)) / 2 + 3), 4))
+    for i, r in enumerate(runs):
+        values = [100 * (r.metrics.overall.abq if lv == "overall" else
+                         (r.metrics.by_level[lv].abq if lv in r.metrics.by_level else 0.0)) for lv in levels]
+        xs = [j + (i - (len(runs) - 1) / 2) * width for j in range(len(levels))]
+        bars = ax.bar(xs, values, width, label=r.name)
+        ax.bar_label(bars, fmt="%.0f", fontsize=8)
+    ax.set_xticks(range(len(levels)), levels)
+    ax.set_ylabel("ABQ (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title("Accuracy by question, per level")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def default_out_dir(run_dirs: list[Path]) -> Path:
+    if len(run_dirs) == 1:
+        return run_dirs[0]
+    name = "compare-" + "-vs-".join(p.name for p in run_dirs)
+    return run_dirs[0].parent / name[:120]
+
+
+@dataclass
+class ReportFiles:
+    markdown: Path
+    plot: Path
+    tables: list[Table]
+    runs: list[RunReport]
+
+
+def make_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) -> ReportFiles:
+    runs = load_runs(run_dirs)
+    out = Path(out_dir) if out_dir else default_out_dir([r.path for r in runs])
+    out.mkdir(parents=True, exist_ok=True)
+    plot = plot_levels(runs, out / "report.png")
+    ts = tables(runs)
+    md = out / "report.md"
+    md.write_text(markdown(runs, ts, plot.name))
+    return ReportFiles(markdown=md, plot=plot, tables=ts, runs=runs)

@@ -1,0 +1,458 @@
+"""Run an agent over a task set: N workers, one kernel each, one durable record per task.
+
+`run_eval` is resumable: it reads `out_dir/results.jsonl`, skips every id that already has a
+final record, and appends one record per task it finishes (flushed and fsynced before the
+next task is counted). Interrupting it (Ctrl-C, a cancelled task) writes a `cancelled` record
+for the tasks in flight, closes their kernels, and loses nothing finished; rerunning the same
+command continues. A task whose kernel or agent raises gets a `crashed` record and never
+stops the others; `crashed`, `cancelled`, `model_error` and `kernel_error` records are
+retried by the next run (see results.py). A task that runs past `task_timeout_s` gets a
+`timeout` record (final: it counts as wrong).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as _dt
+import fcntl
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..kernel.base import KernelSession
+from ..tasks.formats.common import LoadIssue
+from ..tasks.scoring import Metrics, Score, Scorer, summarize
+from ..tasks.task import Task
+from .results import (
+    NOTEBOOK_DIR,
+    RESULTS_FILE,
+    RETRY_STATUSES,
+    RUN_FILE,
+    ResultsWriter,
+    is_final,
+    latest_by_id,
+    read_records,
+    safe_name,
+    scored_item,
+)
+
+SessionFactory = Callable[[Task], KernelSession]
+AgentFn = Callable[..., Awaitable[Any]]  # (task, model, session, config, on_event=None) -> Trajectory
+
+# run.json keys that must not change between the sessions of one run (else results mix).
+IDENTITY_KEYS = ("benchmark", "model", "scorer", "agent_config")
+CLOSE_TIMEOUT_S = 30.0
+
+
+class SettingsMismatch(RuntimeError):
+    """The output directory holds a run made with other settings."""
+
+
+class RunLocked(RuntimeError):
+    """Another process is running an eval in the same output directory."""
+
+
+@contextlib.contextmanager
+def _exclusive(out_dir: Path) -> Iterator[None]:
+    """Hold `out_dir/.lock` for the whole run: two evals appending to one results file would
+    run the same tasks twice."""
+    with open(out_dir / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLocked(f"another eval is running in {out_dir}; wait for it or use another --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@dataclass
+class EvalSummary:
+    out_dir: Path
+    metrics: Metrics
+    n_tasks: int
+    n_resumed: int                 # already finished before this call
+    n_run: int                     # finished by this call
+    status_counts: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out_dir": str(self.out_dir), "n_tasks": self.n_tasks, "n_resumed": self.n_resumed,
+                "n_run": self.n_run, "status_counts": self.status_counts,
+                **self.metrics.to_dict()}
+
+
+def default_session_factory(backend: str = "local", limits: Any = None, **kwargs: Any) -> SessionFactory:
+    """A factory of not-yet-started sessions from the runtime, holding each task's files."""
+    from ..kernel import make_session  # the runtime is imported only when a real run needs it
+
+    def factory(task: Task) -> KernelSession:
+        return make_session(backend=backend, files=list(task.files), limits=limits, **kwargs)
+
+    return factory
+
+
+def git_commit() -> str | None:
+    """The commit of the code doing the run (with `-dirty` when the tree has changes)."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        if not sha:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _config_dict(config: Any) -> Any:
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return dataclasses.asdict(config)
+    return config
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    import json
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    os.replace(tmp, path)
+
+
+def _prepare_run_file(out_dir: Path, settings: dict[str, Any], n_tasks: int, n_todo: int,
+                      load_issues: Sequence[LoadIssue], check_settings: bool) -> None:
+    import json
+
+    path = out_dir / RUN_FILE
+    session = {"started_at": _now(), "git_commit": settings.get("git_commit"), "n_tasks": n_tasks,
+               "n_todo": n_todo, "workers": settings.get("workers"), "task_timeout_s": settings.get("task_timeout_s")}
+    if path.exists():
+        old = json.loads(path.read_text())
+        if check_settings:
+            changed = [k for k in IDENTITY_KEYS if k in old and k in settings
+                       and json.dumps(old[k], sort_keys=True, default=str)
+                       != json.dumps(settings[k], sort_keys=True, default=str)]
+            if changed:
+                detail = "; ".join(f"{k}: {old[k]!r} -> {settings[k]!r}" for k in changed)
+                raise SettingsMismatch(
+                    f"{out_dir} holds a run made with other settings ({detail}). Use another --out "
+                    "directory, or allow it explicitly (--allow-changed-settings) if mixing is intended.")
+        data = {**old, **settings, "sessions": old.get("sessions", []) + [session]}
+    else:
+        data = {**settings, "created_at": _now(), "sessions": [session]}
+    data["load_issues"] = [dataclasses.asdict(i) for i in load_issues]
+    _write_json_atomic(path, data)
+
+
+class _Progress:
+    """A rich progress bar with running accuracy, or nothing."""
+
+    def __init__(self, enabled: bool, total: int, done: int, abq: float | None):
+        self.enabled = enabled
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("ABQ {task.fields[abq]}"), TextColumn("{task.fields[running]} running"),
+            TimeElapsedColumn(), TimeRemainingColumn(),
+            console=Console(stderr=True), transient=False,
+        )
+        self.task = self.progress.add_task("eval", total=total, completed=done, abq=self._fmt(abq), running=0)
+
+    @staticmethod
+    def _fmt(abq: float | None) -> str:
+        return "-" if abq is None else f"{abq:.1%}"
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.progress.stop()
+
+    def log(self, record: dict[str, Any]) -> None:
+        """One line per finished task (above the bar on a terminal; the only output in logs)."""
+        if not self.enabled:
+            return
+        verdict = "unscored" if not record.get("n_sub") else ("right" if record.get("correct") else "wrong")
+        self.progress.console.print(f"{record['id']}: {record['status']}, {verdict} "
+                                    f"({record['n_right']}/{record['n_sub']}), {record['wall_s']:.0f} s, "
+                                    f"{record['total_tokens']} tokens", markup=False, highlight=False)
+
+    def update(self, advance: int = 0, abq: float | None = None, running: int | None = None) -> None:
+        if not self.enabled:
+            return
+        fields: dict[str, Any] = {}
+        if abq is not None:
+            fields["abq"] = self._fmt(abq)
+        if running is not None:
+            fields["running"] = running
+        self.progress.update(self.task, advance=advance, **fields)
+
+
+class _Run:
+    """The state of one `run_eval` call."""
+
+    def __init__(self, model: Any, out_dir: Path, scorer: Scorer, agent_config: Any, task_timeout_s: float | None,
+                 session_factory: SessionFactory, agent_fn: AgentFn):
+        self.model, self.out_dir, self.scorer = model, out_dir, scorer
+        self.agent_config, self.task_timeout_s = agent_config, task_timeout_s
+        self.session_factory, self.agent_fn = session_factory, agent_fn
+        self.records: dict[str, dict[str, Any]] = {}
+        self.writer: ResultsWriter | None = None
+        self.running = 0
+        self.n_run = 0
+
+    def running_abq(self) -> float | None:
+        items = [scored_item(r) for r in self.records.values() if r.get("status") != "cancelled"]
+        items = [i for i in items if i.score.scored]
+        return sum(i.score.correct for i in items) / len(items) if items else None
+
+    def save(self, record: dict[str, Any]) -> None:
+        assert self.writer is not None
+        self.writer.append(record)
+        self.records[record["id"]] = record
+
+    async def attempt(self, task: Task) -> dict[str, Any]:
+        """Run one task in its own session; never raises except on cancellation."""
+        t0 = time.monotonic()
+        traj: Any = None
+        status, detail, error = "", "", None
+        session: KernelSession | None = None
+        try:
+            async with asyncio.timeout(self.task_timeout_s) as deadline:
+                session = self.session_factory(task)
+                await session.start()
+                traj = await self.agent_fn(task, self.model, session, self.agent_config)
+        except TimeoutError:
+            if deadline.expired():
+                status, detail = "timeout", f"task timeout of {self.task_timeout_s:g} s reached"
+            else:
+                status, detail, error = "crashed", "TimeoutError", traceback.format_exc()
+        except asyncio.CancelledError:
+            self.save(self.make_record(task, None, "cancelled", "interrupted", None, time.monotonic() - t0))
+            raise
+        except Exception as e:
+            status, detail, error = "crashed", f"{type(e).__name__}: {e}", traceback.format_exc()
+        finally:
+            if session is not None:
+                await _close(session)
+        if traj is not None and not status:
+            status, detail = traj.status, traj.status_detail
+        return self.make_record(task, traj, status, detail, error, time.monotonic() - t0)
+
+    def make_record(self, task: Task, traj: Any, status: str, detail: str, error: str | None,
+                    wall_s: float) -> dict[str, Any]:
+        answer = traj.answer if traj is not None else None
+        try:
+            score = self.scorer.score(task, answer)
+        except Exception as e:  # a scorer bug must not lose the run's work; the task counts as wrong
+            print(f"warning: scoring task {task.id} failed: {e!r}", file=sys.stderr)
+            score = Score(False, 0.0, 1, 0, answer is not None, {"error": f"scorer failed: {e!r}"})
+        record: dict[str, Any] = {
+            "id": task.id,
+            "status": status,
+            "status_detail": detail,
+            "answer": answer,
+            "correct": score.correct,
+            "fraction": score.fraction,
+            "n_sub": score.n_sub,
+            "n_right": score.n_right,
+            "answered": score.answered,
+            "score_details": score.details,
+            "level": task.level,
+            "concepts": list(task.concepts),
+            "prompt_tokens": getattr(traj, "prompt_tokens", 0),
+            "completion_tokens": getattr(traj, "completion_tokens", 0),
+            "total_tokens": getattr(traj, "prompt_tokens", 0) + getattr(traj, "completion_tokens", 0),
+            "turns": getattr(traj, "turns", 0),
+            "wall_s": round(wall_s, 3),
+            "model_s": round(getattr(traj, "model_s", 0.0), 3),
+            "kernel_s": round(getattr(traj, "kernel_s", 0.0), 3),
+            "error": error,
+            "notebook": None,
+            "finished_at": _now(),
+            "trajectory": traj.to_dict() if traj is not None else None,
+        }
+        if traj is not None:
+            try:
+                record["notebook"] = self.write_notebook(task, traj)
+            except Exception as e:
+                record["notebook_error"] = f"{type(e).__name__}: {e}"
+        return record
+
+    def write_notebook(self, task: Task, traj: Any) -> str:
+        import nbformat
+
+        from ..agent.notebook import trajectory_to_notebook
+
+        nb = trajectory_to_notebook(traj, task_format=task.format, constraints=task.constraints)
+        rel = Path(NOTEBOOK_DIR) / f"{safe_name(task.id)}.ipynb"
+        path = self.out_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        nbformat.write(nb, str(tmp))
+        os.replace(tmp, path)
+        return str(rel)
+
+    async def worker(self, queue: asyncio.Queue[Task], bar: _Progress) -> None:
+        while True:
+            try:
+                task = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            self.running += 1
+            bar.update(running=self.running)
+            try:
+                record = await self.attempt(task)
+            finally:
+                self.running -= 1
+            self.save(record)
+            self.n_run += 1
+            bar.log(record)
+            bar.update(advance=1, abq=self.running_abq(), running=self.running)
+
+
+def _prewarm_notebooks() -> None:
+    """Import nbformat's validator now: its first use costs seconds (jsonschema builds its
+    format checkers), which would otherwise stall the event loop while kernels are running."""
+    import nbformat
+    from nbformat.v4 import new_notebook
+
+    nbformat.validate(new_notebook())
+
+
+async def _close(session: KernelSession) -> None:
+    """Close a session; a failure to close is reported, never raised over the task's outcome."""
+    try:
+        await asyncio.wait_for(session.close(), CLOSE_TIMEOUT_S)
+    except asyncio.CancelledError:
+        # Interrupted while closing: finish closing (no kernel may outlive the run), then go on
+        # being cancelled.
+        try:
+            await asyncio.wait_for(session.close(), CLOSE_TIMEOUT_S)
+        except BaseException:  # noqa: BLE001
+            pass
+        raise
+    except Exception as e:
+        print(f"warning: closing a kernel session failed: {e!r}", file=sys.stderr)
+
+
+async def run_eval(
+    tasks: Sequence[Task],
+    model: Any,
+    out_dir: str | Path,
+    *,
+    scorer: Scorer,
+    agent_config: Any = None,
+    workers: int = 1,
+    task_timeout_s: float | None = None,
+    session_factory: SessionFactory | None = None,
+    agent_fn: AgentFn | None = None,
+    progress: bool = True,
+    settings: dict[str, Any] | None = None,
+    load_issues: Sequence[LoadIssue] = (),
+    retry_statuses: frozenset[str] = RETRY_STATUSES,
+    check_settings: bool = True,
+) -> EvalSummary:
+    """Run `agent_fn` on every task not already finished in `out_dir`, `workers` at a time.
+
+    `model` is shared by all workers. `session_factory(task)` returns a not-yet-started
+    `KernelSession` holding the task's files (default: the local runtime). `agent_fn` defaults
+    to `notebook_agent.agent.loop.run_agent` and `agent_config` to its `AgentConfig()`.
+    `settings` (benchmark, model name, ...) go to `out_dir/run.json`; a rerun whose benchmark,
+    model, scorer or agent config differ raises `SettingsMismatch` unless `check_settings` is
+    False. Returns the metrics over every task of `tasks` that has a result.
+    """
+    if workers < 1:
+        raise ValueError("workers must be >= 1")
+    ids = [t.id for t in tasks]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"duplicate task ids: {', '.join(dup[:10])}")
+    if agent_fn is None or agent_config is None:
+        from ..agent.loop import AgentConfig, run_agent
+
+        agent_fn = agent_fn or run_agent
+        agent_config = agent_config if agent_config is not None else AgentConfig()
+    session_factory = session_factory or default_session_factory()
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out_dir):
+        records, bad_lines = read_records(out_dir / RESULTS_FILE)
+        if bad_lines:
+            print(f"warning: {bad_lines} unreadable line(s) in {out_dir / RESULTS_FILE} were skipped", file=sys.stderr)
+        previous = latest_by_id(records)
+        wanted = set(ids)
+        done = {i: r for i, r in previous.items() if i in wanted and is_final(r, retry_statuses)}
+        todo = [t for t in tasks if t.id not in done]
+
+        run_settings = {
+            **(settings or {}),
+            "scorer": scorer.name,
+            "agent_config": _config_dict(agent_config),
+            "workers": workers,
+            "task_timeout_s": task_timeout_s,
+            "git_commit": git_commit(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        }
+        _prepare_run_file(out_dir, run_settings, len(tasks), len(todo), load_issues, check_settings)
+
+        if todo:
+            _prewarm_notebooks()
+        run = _Run(model, out_dir, scorer, agent_config, task_timeout_s, session_factory, agent_fn)
+        run.records = dict(done)
+        queue: asyncio.Queue[Task] = asyncio.Queue()
+        for t in todo:
+            queue.put_nowait(t)
+        with ResultsWriter(out_dir / RESULTS_FILE) as writer, _Progress(progress, len(tasks), len(done),
+                                                                        run.running_abq()) as bar:
+            run.writer = writer
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    for _ in range(min(workers, len(todo))):
+                        tg.create_task(run.worker(queue, bar))
+            except asyncio.CancelledError:
+                n_final = sum(1 for r in run.records.values() if is_final(r, retry_statuses))
+                print(f"\ninterrupted: {n_final} finished result(s) are saved in {out_dir / RESULTS_FILE}; "
+                      "rerun the same command to continue.", file=sys.stderr)
+                raise
+    final = {i: r for i, r in run.records.items() if r.get("status") != "cancelled"}
+    return EvalSummary(
+        out_dir=out_dir,
+        metrics=summarize(scored_item(r) for r in final.values()),
+        n_tasks=len(tasks),
+        n_resumed=len(done),
+        n_run=run.n_run,
+        status_counts=dict(Counter(r.get("status", "") for r in final.values())),
+    )

@@ -1,0 +1,129 @@
+"""`notebook-agent eval score|report|BENCH` end to end, as a user runs them (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from eval_helpers import fake_factory, make_tasks, scripted_agent
+
+from notebook_agent.eval.runner import run_eval
+from notebook_agent.tasks.scoring import get_scorer
+
+DEV = Path(__file__).resolve().parents[3] / "shared" / "benchmarks" / "dabench-dev"
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "notebook_agent.cli", "eval", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+@pytest.fixture
+def bench(tmp_path: Path) -> Path:
+    d = tmp_path / "bench"
+    (d / "tables").mkdir(parents=True)
+    (d / "tables" / "t.csv").write_text("x\n1\n")
+    write_jsonl(d / "questions.jsonl", [
+        {"id": i, "question": f"q{i}", "file_name": "t.csv", "level": lv, "concepts": cs}
+        for i, lv, cs in [(1, "easy", ["A"]), (2, "hard", ["A", "B"]), (3, "hard", ["B"])]])
+    write_jsonl(d / "labels.jsonl", [
+        {"id": 1, "common_answers": [["a", "1"], ["b", "2"]]},
+        {"id": 2, "common_answers": [["a", "1"], ["b", "2"]]},
+        {"id": 3, "common_answers": [["c", "x"]]}])
+    return d
+
+
+def test_score_prints_a_table_and_ends_with_one_json_line(tmp_path: Path, bench: Path):
+    responses = write_jsonl(tmp_path / "responses.jsonl", [
+        {"id": 1, "response": "@a[1] @b[2.0]"},
+        {"id": 2, "response": "@a[1] @b[3]"},
+        {"id": 2, "response": "@a[1] @b[2]"},      # a second response for an id: the first counts
+        "not json",
+        {"id": 3, "response": ""},
+    ])
+    r = cli("score", f"dabench:{bench}", "--responses", str(responses))
+    assert r.returncode == 0, r.stderr
+    out = last_json(r.stdout)
+    assert out["n"] == 3 and out["n_answered"] == 2 and out["scorer"] == "dabench"
+    assert out["abq"] == pytest.approx(1 / 3) and out["psaq"] == pytest.approx(0.5) and out["uasq"] == pytest.approx(3 / 5)
+    assert out["by_level"]["hard"]["n"] == 2 and out["by_concept"]["B"]["abq"] == 0.0
+    assert "ABQ" in r.stdout and "level: hard" in r.stdout
+    assert "bad JSON" in r.stderr
+    r = cli("score", f"dabench:{bench}", "--responses", str(responses), "--missing", "skip")
+    out = last_json(r.stdout)
+    assert (out["n"], out["abq"], out["psaq"], out["uasq"]) == (2, 0.5, 0.75, 0.75)
+
+
+def test_score_with_a_lenient_scorer_by_name(tmp_path: Path, bench: Path):
+    responses = write_jsonl(tmp_path / "r.jsonl", [{"id": 3, "response": "@c[x]"}, {"id": 1, "response": "@a[1.0005] @b[2]"}])
+    official = last_json(cli("score", f"dabench:{bench}", "-r", str(responses)).stdout)
+    lenient = last_json(cli("score", f"dabench:{bench}", "-r", str(responses), "--scorer", "dabench_lenient").stdout)
+    assert official["abq"] == pytest.approx(1 / 3) and lenient["abq"] == pytest.approx(2 / 3)
+    assert lenient["scorer"] == "dabench_lenient"
+
+
+def test_score_accepts_a_runs_results_file(tmp_path: Path, bench: Path):
+    results = write_jsonl(tmp_path / "results.jsonl", [
+        {"id": "1", "status": "answered", "answer": "@a[1] @b[2]"},
+        {"id": "2", "status": "max_turns", "answer": None},
+        {"id": "3", "status": "answered", "answer": "@c[x]"}])
+    out = last_json(cli("score", f"dabench:{bench}", "-r", str(results)).stdout)
+    assert (out["n"], out["n_answered"], out["abq"]) == (3, 2, pytest.approx(2 / 3))
+
+
+def test_score_bad_input_says_what_is_wrong(tmp_path: Path, bench: Path):
+    r = cli("score", f"nope:{bench}", "-r", str(tmp_path / "x.jsonl"))
+    assert r.returncode == 2 and "KIND:PATH" in r.stderr
+    r = cli("score", f"dabench:{bench}", "-r", str(tmp_path / "missing.jsonl"))
+    assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+@pytest.mark.skipif(not (DEV / "labels.jsonl").exists(), reason=f"dabench-dev data not present at {DEV}")
+def test_score_dabench_dev_gold_is_100_percent(tmp_path: Path):
+    rows = [{"id": json.loads(l)["id"], "response": " ".join(f"@{n}[{v}]" for n, v in json.loads(l)["common_answers"])}
+            for l in (DEV / "labels.jsonl").read_text().splitlines()]
+    r = cli("score", f"dabench:{DEV}", "--responses", str(write_jsonl(tmp_path / "gold.jsonl", rows)))
+    assert r.returncode == 0, r.stderr
+    out = last_json(r.stdout)
+    assert (out["abq"], out["psaq"], out["uasq"], out["n"]) == (1.0, 1.0, 1.0, 60)
+
+
+def test_bare_bench_means_run(tmp_path: Path, bench: Path):
+    r = cli(f"dabench:{bench}", "--model", str(tmp_path / "no-such-model.gguf"), "--out", str(tmp_path / "run"))
+    assert r.returncode == 2 and "cannot load model" in r.stderr      # it reached `run`'s model loading
+    r = cli("run", "--help")
+    assert r.returncode == 0 and "--workers" in r.stdout and "--task-timeout" in r.stdout
+
+
+async def test_report_compares_runs(tmp_path: Path):
+    tasks = make_tasks(6)
+    for name, answers in [("A", {t.id: f"@v[{t.id}]" for t in tasks}), ("B", {"0": "@v[0]", "3": "@v[3]"})]:
+        await run_eval(tasks, None, tmp_path / name, scorer=get_scorer("dabench"), agent_config={"scaffold": name},
+                       session_factory=fake_factory([]), agent_fn=scripted_agent(answers), progress=False,
+                       settings={"model": f"model-{name}", "benchmark": "test:x"})
+    r = cli("report", str(tmp_path / "A"), str(tmp_path / "B"), "--out", str(tmp_path / "rep"))
+    assert r.returncode == 0, r.stderr
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| ABQ | 100.0 | 33.3 |" in md
+    # levels cycle easy/medium/hard over ids 0..5: B answered 0 and 3, both easy
+    assert "| easy | 100.0 / 100.0 / 100.0 (n=2) | 100.0 / 100.0 / 100.0 (n=2) |" in md
+    assert "| medium | 100.0 / 100.0 / 100.0 (n=2) | 0.0 / 0.0 / 0.0 (n=2) |" in md
+    assert "| Summary Statistics | 100.0 (n=3) | 33.3 (n=3) |" in md
+    assert "| max_turns | 0 | 4 |" in md
+    assert "model-A" in md and "![ABQ by level](report.png)" in md
+    assert (tmp_path / "rep" / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"report: {tmp_path / 'rep' / 'report.md'}" in r.stdout and "Summary Statistics" in r.stdout
+    r = cli("report", str(tmp_path / "nope"))
+    assert r.returncode == 2 and "not a run directory" in r.stderr
