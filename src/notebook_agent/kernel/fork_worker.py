@@ -316,9 +316,9 @@ class Worker:
         cwd = msg["cwd"]
         os.chdir(cwd)
         os.environ["HOME"] = os.environ["PWD"] = cwd
-        self.connect(msg["socket"], msg["token"])
-        # Before serving: wait to be adopted by the supervisor (the intermediate exits at once),
-        # then die with it. Done after the hello so the host is not kept waiting.
+        # Wait to be adopted by the supervisor (the intermediate exits at once) BEFORE the
+        # hello: until then we are in the parent worker's process tree, and a host that
+        # closes the parent right after fork() returns would kill us with it.
         deadline = time.monotonic() + 10
         while os.getppid() == intermediate:
             if time.monotonic() > deadline:
@@ -327,6 +327,7 @@ class Worker:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != self.supervisor_pid:
             os._exit(1)  # the supervisor (and so the host) died meanwhile
+        self.connect(msg["socket"], msg["token"])
         self.serve()
 
 
