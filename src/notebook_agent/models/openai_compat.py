@@ -22,7 +22,17 @@ from typing import Any
 
 import httpx
 
-from .base import ChatModel, Completion, Message, ModelError, ParseError, SamplingParams, ToolCall, ToolSpec, Usage
+from .base import (
+    ChatModel,
+    Completion,
+    Message,
+    ModelError,
+    ParseError,
+    SamplingParams,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
 from .codecs import ToolCodec, get_codec
 from .codecs.tools import check_call
 from .completion import decode_completion, merged_stops

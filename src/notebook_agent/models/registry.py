@@ -18,10 +18,10 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from .base import ModelError
 
@@ -149,7 +149,14 @@ def pull(
 
 def _assemble(m: RegistryModel, target: Path, progress: bool, pip_args: Sequence[str], python: str) -> Path:
     from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TransferSpeedColumn,
+    )
 
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
@@ -198,4 +205,4 @@ def remove(model: str | RegistryModel, cache_dir: str | os.PathLike[str] | None 
     return False
 
 
-__all__ = ["Part", "RegistryModel", "known_models", "get", "models_dir", "model_path", "is_present", "pull", "remove", "sha256_file", "home_dir"]
+__all__ = ["Part", "RegistryModel", "get", "home_dir", "is_present", "known_models", "model_path", "models_dir", "pull", "remove", "sha256_file"]

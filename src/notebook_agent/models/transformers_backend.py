@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from . import chat_template as templates
-from .base import ChatModel, Completion, Message, ModelError, SamplingParams, ToolSpec, Usage
+from .base import (
+    ChatModel,
+    Completion,
+    Message,
+    ModelError,
+    SamplingParams,
+    ToolSpec,
+    Usage,
+)
 from .codecs import ToolCodec, get_codec
 from .completion import decode_completion, merged_stops
 

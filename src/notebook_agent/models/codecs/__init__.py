@@ -19,7 +19,7 @@ CODECS: dict[str, type[ToolCodec]] = {
 }
 
 
-def get_codec(name: "str | ToolCodec", **options: Any) -> ToolCodec:
+def get_codec(name: str | ToolCodec, **options: Any) -> ToolCodec:
     """A codec instance by name (an instance passes through unchanged)."""
     if isinstance(name, ToolCodec):
         return name
@@ -29,4 +29,4 @@ def get_codec(name: "str | ToolCodec", **options: Any) -> ToolCodec:
     return CODECS[key](**options)
 
 
-__all__ = ["CODECS", "Decoded", "ToolCodec", "get_codec", "HermesCodec", "NativeCodec", "Qwen3CoderCodec", "ReActCodec"]
+__all__ = ["CODECS", "Decoded", "HermesCodec", "NativeCodec", "Qwen3CoderCodec", "ReActCodec", "ToolCodec", "get_codec"]

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from ..base import Message, ParseError, ToolCall, ToolSpec
 from .base import Decoded, ToolCodec
 from .tools import (
-    check_call,
     call_id,
+    check_call,
     functions,
     known_names,
     loads_lenient,
@@ -38,7 +38,7 @@ TOOLS_POSTAMBLE = (
 )
 FORMAT_HINT = 'Write each call as <tool_call>{"name": "...", "arguments": {...}}</tool_call> with valid JSON.'
 
-_CALL = re.compile(r"<tool_call>(.*?)(?:</tool_call>|(?=<tool_call>)|$)", re.S)
+_CALL = re.compile(r"<tool_call>(.*?)(?:</tool_call>|(?=<tool_call>)|$)", re.DOTALL)
 _SPECIAL_TAIL = re.compile(r"(<\|im_end\|>|<\|endoftext\|>|<\|eot_id\|>|<end_of_turn>|</s>)\s*$")
 
 
@@ -59,7 +59,7 @@ class HermesCodec(ToolCodec):
     native = False
     stop = ["<tool_response>"]
 
-    def for_template(self, template: str) -> "HermesCodec":
+    def for_template(self, template: str) -> HermesCodec:
         # Qwen2.5/Qwen3 templates write the tool list and <tool_call> JSON themselves.
         return HermesCodec(template_renders_tools=uses_tools(template) and "<tool_call>" in template)
 

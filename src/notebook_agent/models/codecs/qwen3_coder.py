@@ -34,10 +34,10 @@ from .tools import (
     with_dict_arguments,
 )
 
-_FUNCTION = re.compile(r"<function=([^>\n]*)>(.*?)(?:</function>|(?=<function=)|$)", re.S)
-_PARAM = re.compile(r"<parameter=([^>\n]*)>(.*?)(?:</parameter>|(?=<parameter=)|(?=</function>)|$)", re.S)
-_WRAPPED = re.compile(r"<tool_call>.*?(?:</tool_call>|$)", re.S)
-_BARE = re.compile(r"<function=.*?(?:</function>|$)", re.S)
+_FUNCTION = re.compile(r"<function=([^>\n]*)>(.*?)(?:</function>|(?=<function=)|$)", re.DOTALL)
+_PARAM = re.compile(r"<parameter=([^>\n]*)>(.*?)(?:</parameter>|(?=<parameter=)|(?=</function>)|$)", re.DOTALL)
+_WRAPPED = re.compile(r"<tool_call>.*?(?:</tool_call>|$)", re.DOTALL)
+_BARE = re.compile(r"<function=.*?(?:</function>|$)", re.DOTALL)
 _SPECIAL_TAIL = re.compile(r"(<\|im_end\|>|<\|endoftext\|>|<end_of_turn>|</s>)\s*$")
 
 FORMAT = """If you choose to call a function ONLY reply in the following format with NO suffix:
@@ -96,8 +96,8 @@ def render_call(name: str, arguments: dict[str, Any]) -> str:
 
 def _value(raw: str, schema: dict[str, Any]) -> Any:
     # The template writes "\n" + value + "\n": strip exactly one newline each side.
-    v = raw[1:] if raw.startswith("\n") else raw
-    v = v[:-1] if v.endswith("\n") else v
+    v = raw.removeprefix("\n")
+    v = v.removesuffix("\n")
     if schema.get("type") not in (None, "string"):
         try:
             return json.loads(v.strip())
@@ -113,7 +113,7 @@ class Qwen3CoderCodec(ToolCodec):
     native = False
     stop = ["<tool_response>"]
 
-    def for_template(self, template: str) -> "Qwen3CoderCodec":
+    def for_template(self, template: str) -> Qwen3CoderCodec:
         # Only Qwen3-Coder's own template writes the XML format (Qwen2.5's writes Hermes JSON).
         return Qwen3CoderCodec(template_renders_tools=uses_tools(template) and "<function=" in template)
 

@@ -20,9 +20,9 @@ from ..base import Message, ParseError, ToolCall, ToolSpec
 from .base import Decoded, ToolCodec
 from .tools import call_id, check_call, merge_system, message_calls, text_of
 
-_CODE = re.compile(r"```[ \t]*(python3?|py|ipython)?[ \t]*\n(.*?)(?:```|$)", re.S | re.I)
-_ANSWER = re.compile(r"(?:formatted|final)[ \t]+answer[ \t]*:[ \t]*", re.I)
-_THOUGHT = re.compile(r"^\s*(?:thought|thinking)\s*:\s*", re.I)
+_CODE = re.compile(r"```[ \t]*(python3?|py|ipython)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL | re.IGNORECASE)
+_ANSWER = re.compile(r"(?:formatted|final)[ \t]+answer[ \t]*:[ \t]*", re.IGNORECASE)
+_THOUGHT = re.compile(r"^\s*(?:thought|thinking)\s*:\s*", re.IGNORECASE)
 _OBSERVATION = re.compile(r"(?:^|\n)[ \t]*Observation[ \t]*:")
 _SPECIAL_TAIL = re.compile(r"(<\|im_end\|>|<\|endoftext\|>|<end_of_turn>|</s>)\s*$")
 
@@ -120,7 +120,7 @@ class ReActCodec(ToolCodec):
         if not firsts:
             return Decoded(content=text.strip(), error=ParseError("no python code block and no 'Formatted answer:'. " + FORMAT_HINT, raw=raw))
         thought = _THOUGHT.sub("", text[: min(firsts)]).strip()
-        thought = re.sub(r"\n\s*(?:action|code)\s*:\s*$", "", thought, flags=re.I).strip()
+        thought = re.sub(r"\n\s*(?:action|code)\s*:\s*$", "", thought, flags=re.IGNORECASE).strip()
         events: list[tuple[int, ToolCall | ParseError]] = []
         if codes and (answer is None or codes[0].start() < answer.start()):
             code = codes[0].group(2).strip("\n")

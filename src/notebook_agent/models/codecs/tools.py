@@ -16,7 +16,7 @@ from typing import Any
 
 from ..base import Message, ParseError, ToolCall, ToolSpec
 
-_FENCE = re.compile(r"```[a-zA-Z0-9_+-]*\s*\n?(.*?)(?:```|$)", re.S)
+_FENCE = re.compile(r"```[a-zA-Z0-9_+-]*\s*\n?(.*?)(?:```|$)", re.DOTALL)
 
 
 # --- tool schemas --------------------------------------------------------------------------
@@ -154,7 +154,7 @@ def strip_fences(text: str) -> str:
     return text
 
 
-_TRIPLE = re.compile(r'"""(.*?)(?:"""|$)|\'\'\'(.*?)(?:\'\'\'|$)', re.S)
+_TRIPLE = re.compile(r'"""(.*?)(?:"""|$)|\'\'\'(.*?)(?:\'\'\'|$)', re.DOTALL)
 
 
 def _triple_quotes_to_json(s: str) -> str:
