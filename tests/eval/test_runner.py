@@ -160,9 +160,9 @@ async def test_changed_settings_are_refused_unless_allowed(tmp_path: Path):
     tasks = make_tasks(1)
     kw = dict(scorer=SCORER, session_factory=fake_factory([]), agent_fn=scripted_agent(right("0")), progress=False)
     await run_eval(tasks, None, tmp_path, agent_config={"max_turns": 3}, settings={"model": "a"}, **kw)
-    with pytest.raises(SettingsMismatch, match="model"):
+    with pytest.raises(SettingsMismatch, match="model: 'a' -> 'b'"):
         await run_eval(tasks, None, tmp_path, agent_config={"max_turns": 3}, settings={"model": "b"}, **kw)
-    with pytest.raises(SettingsMismatch, match="agent_config"):
+    with pytest.raises(SettingsMismatch, match=r"agent_config\.max_turns: 3 -> 4"):
         await run_eval(tasks, None, tmp_path, agent_config={"max_turns": 4}, settings={"model": "a"}, **kw)
     await run_eval(tasks, None, tmp_path, agent_config={"max_turns": 4}, settings={"model": "b"},
                    check_settings=False, **kw)

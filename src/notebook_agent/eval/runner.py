@@ -135,6 +135,27 @@ def _write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """`key: old -> new` for each identity setting that changed (sub-keys for dicts)."""
+    import json
+
+    def same(a: Any, b: Any) -> bool:
+        return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+    out = []
+    for key in IDENTITY_KEYS:
+        if key not in old or key not in new or same(old[key], new[key]):
+            continue
+        a, b = old[key], new[key]
+        if isinstance(a, dict) and isinstance(b, dict):
+            for sub in sorted(set(a) | set(b)):
+                if not same(a.get(sub, "<unset>"), b.get(sub, "<unset>")):
+                    out.append(f"{key}.{sub}: {a.get(sub, '<unset>')!r} -> {b.get(sub, '<unset>')!r}")
+        else:
+            out.append(f"{key}: {a!r} -> {b!r}")
+    return out
+
+
 def _prepare_run_file(out_dir: Path, settings: dict[str, Any], n_tasks: int, n_todo: int,
                       load_issues: Sequence[LoadIssue], check_settings: bool) -> None:
     import json
@@ -145,13 +166,10 @@ def _prepare_run_file(out_dir: Path, settings: dict[str, Any], n_tasks: int, n_t
     if path.exists():
         old = json.loads(path.read_text())
         if check_settings:
-            changed = [k for k in IDENTITY_KEYS if k in old and k in settings
-                       and json.dumps(old[k], sort_keys=True, default=str)
-                       != json.dumps(settings[k], sort_keys=True, default=str)]
+            changed = _differences(old, settings)
             if changed:
-                detail = "; ".join(f"{k}: {old[k]!r} -> {settings[k]!r}" for k in changed)
                 raise SettingsMismatch(
-                    f"{out_dir} holds a run made with other settings ({detail}). Use another --out "
+                    f"{out_dir} holds a run made with other settings ({'; '.join(changed)}). Use another --out "
                     "directory, or allow it explicitly (--allow-changed-settings) if mixing is intended.")
         data = {**old, **settings, "sessions": old.get("sessions", []) + [session]}
     else:
