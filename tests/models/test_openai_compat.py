@@ -39,27 +39,31 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(smollm2_path):
+def server(smollm2_path, tmp_path_factory):
     """`python -m llama_cpp.server` serving SmolLM2; yields its base URL."""
     port = free_port()
+    # The log goes to a file, never a pipe: llama.cpp's loading log alone can fill a pipe's
+    # 64 KiB buffer, and a server blocked on a full pipe never answers.
+    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
+    log = log_path.open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_path), "--host", "127.0.0.1",
          "--port", str(port), "--n_ctx", "2048", "--model_alias", "smollm2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.DEVNULL, stderr=log,
     )
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 180
     try:
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited: {proc.stderr.read()[-2000:]}")
+                pytest.fail(f"llama_cpp.server exited: {log_path.read_text()[-2000:]}")
             try:
                 if httpx.get(url + "/models", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail("llama_cpp.server did not answer /v1/models within 180 s")
+                pytest.fail(f"llama_cpp.server did not answer /v1/models within 180 s: {log_path.read_text()[-2000:]}")
             time.sleep(0.5)
         yield url
     finally:
@@ -69,6 +73,7 @@ def server(smollm2_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
 
 
 class ScriptedProxy:
