@@ -157,6 +157,10 @@ def bwrap_args(exe: str, paths: SandboxPaths, limits: Limits, host_home: str | N
             "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent"]
     if not limits.network:
         args.append("--unshare-net")
+    # The private /tmp hides whatever the host keeps there; a checkout or a virtual environment
+    # under /tmp (as CI machines often have) must stay visible, read-only.
+    for p in _code_paths_under(("/tmp", "/dev/shm")):
+        args += ["--ro-bind", str(p), str(p)]
     writable = [paths.workdir, paths.runtime, *paths.extra_writable]
     home = host_home if host_home is not None else os.environ.get("HOME")
     for rel in SECRET_PATHS if home else ():
@@ -167,6 +171,15 @@ def bwrap_args(exe: str, paths: SandboxPaths, limits: Limits, host_home: str | N
         args += ["--bind", str(w), str(w)]
     args += ["--chdir", str(paths.workdir), "--"]
     return args
+
+
+def _code_paths_under(roots: Sequence[str]) -> list[Path]:
+    """The interpreter's prefixes, import path and this package's source that lie under `roots`,
+    outermost only."""
+    candidates = {sys.prefix, sys.exec_prefix, sys.base_prefix, *sys.path, str(Path(__file__).parents[2])}
+    found = {Path(c).resolve() for c in candidates if c and Path(c).exists()}
+    found = {p for p in found if any(_inside(p, Path(r)) for r in roots)}
+    return sorted(p for p in found if not any(q != p and _inside(p, q) for q in found))
 
 
 def _inside(child: Path, parent: Path) -> bool:
