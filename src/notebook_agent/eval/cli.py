@@ -252,6 +252,7 @@ def run(
     max_tokens_per_turn: Optional[int] = typer.Option(None, help="completion tokens per model call"),
     temperature: Optional[float] = typer.Option(None, help="sampling temperature (default: the agent's, 0)"),
     seed: Optional[int] = typer.Option(None, help="sampling seed"),
+    preview: bool = typer.Option(True, help="show the model the columns and first rows of tables"),
     scorer: Optional[str] = typer.Option(None, help="scorer name (default: the benchmark's official one)"),
     backend: str = typer.Option("local", help="kernel backend"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="live progress bar"),
@@ -270,7 +271,8 @@ def run(
         raise typer.Exit(2)
     sc = _scorer(bench, scorer)
     config = _agent_config(scaffold, task_timeout, max_turns=max_turns, cell_timeout_s=cell_timeout,
-                           max_tokens_per_turn=max_tokens_per_turn, temperature=temperature, seed=seed)
+                           max_tokens_per_turn=max_tokens_per_turn, temperature=temperature, seed=seed,
+                           file_preview=preview)
     from ..models.base import ModelError
     from .runner import RunLocked, SettingsMismatch
 
