@@ -70,7 +70,7 @@ def pick(tasks: list[Task], per_level: int | None, limit: int | None) -> list[Ta
 
 def config(args: argparse.Namespace) -> AgentConfig:
     return AgentConfig(scaffold=args.scaffold, max_turns=args.max_turns, max_wall_s=args.task_timeout,
-                       max_tokens_per_turn=args.max_tokens_per_turn)
+                       max_tokens_per_turn=args.max_tokens_per_turn, file_preview=not args.no_preview)
 
 
 async def one_run(tasks: list[Task], model: Any, out: Path, workers: int, args: argparse.Namespace) -> tuple[Any, float]:
@@ -79,7 +79,8 @@ async def one_run(tasks: list[Task], model: Any, out: Path, workers: int, args: 
         tasks, model, out, scorer=scorer_for(benchmark_kind(args.bench)), agent_config=config(args),
         workers=workers, task_timeout_s=args.task_timeout + 60, session_factory=default_session_factory(),
         progress=sys.stderr.isatty(),
-        settings={"benchmark": args.bench, "model": args.model, "scaffold": args.scaffold, "benchmark_tool": "eval.py"})
+        settings={"benchmark": args.bench, "model": args.model, "scaffold": args.scaffold, "benchmark_tool": "eval.py",
+                  "file_preview": not args.no_preview})
     return summary, time.monotonic() - t0
 
 
@@ -108,7 +109,8 @@ async def accuracy(args: argparse.Namespace, tasks: list[Task]) -> dict[str, Any
     rows = [["overall", str(m.n), *(f"{100 * x:.1f}" for x in (m.abq, m.psaq, m.uasq))]]
     rows += [[lv, str(g.n), *(f"{100 * x:.1f}" for x in (g.abq, g.psaq, g.uasq))]
              for lv, g in sorted(m.by_level.items(), key=lambda kv: level_key(kv[0]))]
-    print_table(f"{args.bench} with {args.model} ({args.scaffold}, {args.workers} worker(s))",
+    preview = "" if not args.no_preview else ", no file preview"
+    print_table(f"{args.bench} with {args.model} ({args.scaffold}{preview}, {args.workers} worker(s))",
                 ["level", "n", "ABQ %", "PSAQ %", "UASQ %"], rows)
     print(f"mean tokens/task {run.mean_tokens:.0f}, mean time/task {run.mean_wall_s:.1f} s, "
           f"task-minutes {run.total_wall_min:.1f}, wall minutes (this call) {wall / 60:.1f}, "
@@ -160,6 +162,7 @@ def main() -> None:
     p.add_argument("--max-turns", type=int, default=8)
     p.add_argument("--max-tokens-per-turn", type=int, default=512)
     p.add_argument("--task-timeout", type=float, default=900.0)
+    p.add_argument("--no-preview", action="store_true", help="no columns/rows preview of tables in the first message")
     args = p.parse_args()
     args.workers_list = [int(w) for w in args.workers.split(",")]
     args.workers = args.workers_list[0]
