@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from benchdata import DABENCH_DEV
 from eval_helpers import fake_factory, make_tasks, scripted_agent
 
 from notebook_agent.eval.runner import run_eval
 from notebook_agent.tasks.scoring import get_scorer
 
-DEV = Path(__file__).resolve().parents[3] / "shared" / "benchmarks" / "dabench-dev"
+DEV = DABENCH_DEV
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

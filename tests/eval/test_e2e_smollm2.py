@@ -4,7 +4,6 @@ dabench-dev tasks; interrupted with Ctrl-C after the first result, then resumed.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,9 +12,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from benchdata import DABENCH_DEV
 
-DEV = Path(os.environ.get("NOTEBOOK_AGENT_DABENCH_DEV",
-                          Path(__file__).resolve().parents[3] / "shared" / "benchmarks" / "dabench-dev"))
+DEV = DABENCH_DEV
 IDS = "0,9,55"
 
 

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
+from benchdata import DABENCH_DEV
 
 from notebook_agent.tasks.loaders import load_benchmark
 from notebook_agent.tasks.scoring import ScoredItem, get_scorer, scorer_for, summarize
 from notebook_agent.tasks.scoring.dabench import extract_answers, is_equal
 from notebook_agent.tasks.task import Task
 
-DEV = Path(os.environ.get("NOTEBOOK_AGENT_DABENCH_DEV",
-                          Path(__file__).resolve().parents[3] / "shared" / "benchmarks" / "dabench-dev"))
+DEV = DABENCH_DEV
 needs_dev = pytest.mark.skipif(not (DEV / "labels.jsonl").exists(), reason=f"dabench-dev data not present at {DEV}")
 
 
