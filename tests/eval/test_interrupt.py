@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 CHILD = r'''
-import asyncio, sys
+import asyncio, faulthandler, signal, sys
+faulthandler.register(signal.SIGUSR1)
 from pathlib import Path
 sys.path.insert(0, {helpers!r})
 from eval_helpers import fake_factory, make_tasks, scripted_agent
@@ -42,6 +43,17 @@ except KeyboardInterrupt:
 '''
 
 
+def finish(proc: subprocess.Popen) -> str:
+    """The child's stderr once it exits; if it hangs, fail with every thread's stack (SIGUSR1)."""
+    try:
+        return proc.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(1)
+        proc.kill()
+        raise AssertionError("the child did not exit after SIGINT; its stacks:\n" + proc.communicate()[1][-6000:])
+
+
 def test_sigint_keeps_finished_work_and_rerun_continues(tmp_path: Path):
     script = tmp_path / "child.py"
     script.write_text(CHILD.format(helpers=str(Path(__file__).parent)))
@@ -60,7 +72,7 @@ def test_sigint_keeps_finished_work_and_rerun_continues(tmp_path: Path):
         raise AssertionError("the child never finished two tasks: " + proc.communicate()[1])
     time.sleep(0.3)  # tasks 2 and 3 are in flight
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    err = finish(proc)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "rerun" in err
     recs = [json.loads(l) for l in results.read_text().splitlines()]
@@ -82,7 +94,8 @@ def test_sigint_keeps_finished_work_and_rerun_continues(tmp_path: Path):
 
 
 CLI_CHILD = r'''
-import asyncio, sys, time
+import asyncio, faulthandler, signal, sys, time
+faulthandler.register(signal.SIGUSR1)
 from pathlib import Path
 sys.path.insert(0, {helpers!r})
 from eval_helpers import fake_factory, make_tasks, scripted_agent
@@ -117,7 +130,7 @@ def test_cli_ctrl_c_exits_at_once_even_with_a_model_thread_busy(tmp_path: Path):
     time.sleep(0.3)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    err = finish(proc)
     assert proc.returncode == 130, err
     assert time.monotonic() - t0 < 15          # not the 120 s the busy thread would take
     recs = {json.loads(l)["id"]: json.loads(l)["status"] for l in (out / "results.jsonl").read_text().splitlines()}
