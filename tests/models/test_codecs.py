@@ -68,6 +68,9 @@ HERMES_CASES = {
     "python triple-quoted code (Qwen2.5-Coder does this)": (
         '```json\n{"name": "execute_code", "arguments": {"comment": "c", "code": """\n    import pandas as pd\n    if True:\n        print(1)\n    """}}\n```',
         [("execute_code", {"comment": "c", "code": "import pandas as pd\nif True:\n    print(1)"})], ""),
+    "bare JSON in a <tools> wrapper (Qwen2.5-Coder-1.5B copies the system prompt's tag)": (
+        '<tools>\n{"name": "final_answer", "arguments": {"answer": "3"}}\n</tools>',
+        [("final_answer", {"answer": "3"})], ""),
     "special end token": ('<tool_call>{"name": "final_answer", "arguments": {"answer": "1"}}</tool_call><|im_end|>',
                           [("final_answer", {"answer": "1"})], ""),
 }

@@ -39,6 +39,10 @@ TOOLS_POSTAMBLE = (
 FORMAT_HINT = 'Write each call as <tool_call>{"name": "...", "arguments": {...}}</tool_call> with valid JSON.'
 
 _CALL = re.compile(r"<tool_call>(.*?)(?:</tool_call>|(?=<tool_call>)|$)", re.DOTALL)
+# Tags small models wrap a bare JSON call in (Qwen2.5-Coder-1.5B writes `<tools>{...}`, copying
+# the system prompt). Left in the content, the history shows them and the model repeats the
+# tag alone and stops.
+_WRAPPER_TAG = re.compile(r"</?(?:tools?|tool_calls?|function_calls?|functions?)>")
 _SPECIAL_TAIL = re.compile(r"(<\|im_end\|>|<\|endoftext\|>|<\|eot_id\|>|<end_of_turn>|</s>)\s*$")
 
 
@@ -110,6 +114,7 @@ class HermesCodec(ToolCodec):
             if bare is None:
                 return Decoded(content=text.strip())
             content, segments = bare
+            content = _WRAPPER_TAG.sub("", content).strip()
         calls: list[ToolCall] = []
         errors: list[str] = []
         for i, seg in enumerate(segments):
