@@ -22,10 +22,13 @@ app = typer.Typer(
 _GROUPS = [
     ("notebook_agent.models.cli", "app", "models"),
     ("notebook_agent.eval.cli", "app", "eval"),
+    ("notebook_agent.train.cli", "app", "train"),
+    ("notebook_agent.data.cli", "app", "data"),
 ]
 # (module, attribute): modules exposing `register(app)` for top-level commands (run, search, ui...).
 _COMMANDS = [
     "notebook_agent.agent.cli",
+    "notebook_agent.search.cli",
     "notebook_agent.ui.cli",
 ]
 

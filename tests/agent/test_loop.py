@@ -107,7 +107,15 @@ async def test_no_tool_call_nudges_then_stops(task, session):
     assert traj.status == "no_tool_call"
     assert traj.answer == "I think the answer is @total_units[12]."  # best effort, not an "answered" run
     assert not traj.answered
-    assert "did not call a tool" in model.calls[1][-1]["content"]
+    # an answer written before any code ran is named as a guess, not just "no tool call"
+    assert "no code has run yet" in model.calls[1][-1]["content"]
+
+
+async def test_after_code_ran_the_nudge_asks_for_a_tool_call(task, session):
+    model = ScriptedModel([call("execute_code", comment="c", code="print(1)"), "Hmm.", "Hmm.", "Hmm."])
+    traj = await run_agent(task, model, session, AgentConfig(max_nudges=2))
+    assert traj.status == "no_tool_call"
+    assert "did not call a tool" in model.calls[2][-1]["content"]
 
 
 async def test_code_block_in_plain_text_is_run(task, session):

@@ -10,6 +10,7 @@ all come back to the model as observations, and every limit ends the run with it
 from __future__ import annotations
 
 import asyncio
+import copy
 import re
 import time
 from collections.abc import Callable
@@ -133,29 +134,52 @@ class _Run:
             self.best_effort = text.strip()
 
     # -- one model call ------------------------------------------------------------------
-    async def ask(self) -> Completion:
+    async def sample(self, n: int = 1, logprobs: bool = False) -> list[Completion]:
+        """`n` candidate next replies for the conversation so far, decoded into tool calls.
+
+        Render the prompt (fitted to the context), call the model, decode (ReAct text or the
+        backend's own tool calls). Nothing is recorded in the trajectory: see `account`.
+        """
         cfg = self.config
         budget = min(cfg.max_context_tokens, self.model.context_window) - cfg.max_tokens_per_turn
         view, _ = fit_context(self.traj.messages, self.model.count_tokens, max(budget, 512))
-        params = SamplingParams(n=1, temperature=cfg.temperature, top_p=cfg.top_p,
-                                max_tokens=cfg.max_tokens_per_turn, seed=cfg.seed)
-        t0 = time.monotonic()
-        try:
-            if self.react:
-                encoded, _ = self.react.encode(view, TOOLS)
-                params.stop = list(self.react.stop)
-                completion = (await self.model.complete(encoded, None, params))[0]
+        params = SamplingParams(n=n, temperature=cfg.temperature, top_p=cfg.top_p,
+                                max_tokens=cfg.max_tokens_per_turn, seed=cfg.seed, logprobs=logprobs)
+        if self.react:
+            encoded, _ = self.react.encode(view, TOOLS)
+            params.stop = list(self.react.stop)
+            completions = await self.model.complete(encoded, None, params)
+            for completion in completions:
                 decoded = self.react.decode(completion.raw_text, TOOLS)
                 completion.content = decoded.content
                 completion.tool_calls = decoded.tool_calls
                 completion.parse_error = decoded.error
-            else:
-                completion = (await self.model.complete(view, TOOLS, params))[0]
-        finally:
-            self.traj.model_s += time.monotonic() - t0
+            return completions
+        return await self.model.complete(view, TOOLS, params)
+
+    def account(self, completion: Completion, model_s: float = 0.0) -> None:
+        """Count one reply's tokens and model time in the trajectory."""
+        self.traj.model_s += model_s
         self.traj.prompt_tokens += completion.usage.prompt_tokens
         self.traj.completion_tokens += completion.usage.completion_tokens
+
+    async def ask(self) -> Completion:
+        t0 = time.monotonic()
+        try:
+            completion = (await self.sample(1))[0]
+        except BaseException:
+            self.traj.model_s += time.monotonic() - t0
+            raise
+        self.account(completion, time.monotonic() - t0)
         return completion
+
+    def clone(self, session: KernelSession) -> "_Run":
+        """An independent copy of this state working in `session` (a fork of this one's kernel)."""
+        other = copy.copy(self)
+        other.session = session
+        other.traj = copy.deepcopy(self.traj)
+        other.counters = dict(self.counters)
+        return other
 
     # -- handling a reply ----------------------------------------------------------------
     def recover_calls(self, completion: Completion) -> list[ToolCall]:
@@ -269,6 +293,55 @@ class _Run:
                                        "content": content})
         return False
 
+    def nudge_text(self, completion: Completion) -> str:
+        """What to tell a model that replied without a tool call. An answer written before any
+        code ran is named as a guess: small models otherwise repeat it unchanged."""
+        if not self.traj.steps and extract_answer_items(completion.content or completion.raw_text):
+            return ("You wrote an answer, but no code has run yet, so its values are guesses. Call "
+                    "execute_code(comment, code) to compute them from the files first.")
+        return ("You did not call a tool. Call execute_code(comment, code) to run code, "
+                "or final_answer(answer) if the outputs you have seen answer the question.")
+
+    async def take_step(self, turn: int, completion: Completion) -> tuple[str, str] | None:
+        """Act on one reply: run its cells / record its answer / tell the model what was wrong.
+
+        Returns (status, detail) when the run ends with this step, else None.
+        """
+        cfg = self.config
+        self.remember_answer_like(completion.content or completion.raw_text)
+
+        calls = list(completion.tool_calls)
+        if completion.parse_error and not calls:
+            self.counters["parse_errors"] += 1
+            self.consecutive_errors += 1
+            self.traj.messages.append({"role": "assistant", "content": completion.raw_text})
+            self.tell(turn, "Error: your last message could not be used: "
+                      f"{completion.parse_error.message}\nCall execute_code(comment, code) to run code, "
+                      "or final_answer(answer) when the outputs answer the question.")
+        else:
+            if not calls:
+                calls = self.recover_calls(completion)
+            if not calls:
+                answer = self.recover_answer(completion)
+                if answer is not None:
+                    self.traj.messages.append({"role": "assistant", "content": completion.raw_text})
+                    self.traj.answer = answer
+                    self.emit("answer", turn, answer=answer)
+                    return "answered", "answer stated in text"
+                self.nudges += 1
+                self.counters["nudges"] += 1
+                self.traj.messages.append({"role": "assistant", "content": completion.raw_text})
+                if self.nudges >= cfg.max_nudges:
+                    return "no_tool_call", f"{self.nudges} replies in a row without a tool call"
+                self.tell(turn, self.nudge_text(completion))
+                return None  # a nudge is not an error: the error limit is not checked
+            self.nudges = 0
+            if await self.handle_calls(turn, completion, calls):
+                return "answered", ""
+        if self.consecutive_errors >= cfg.max_consecutive_errors:
+            return "max_errors", f"{self.consecutive_errors} errors in a row"
+        return None
+
     # -- the loop --------------------------------------------------------------------------
     async def run(self) -> Trajectory:
         cfg = self.config
@@ -302,39 +375,9 @@ class _Run:
                 completion = await asyncio.wait_for(self.ask(), timeout=self.remaining())
             except asyncio.TimeoutError:
                 return "timeout", f"wall time limit of {cfg.max_wall_s:.0f} s reached while the model was writing"
-            self.remember_answer_like(completion.content or completion.raw_text)
-
-            calls = list(completion.tool_calls)
-            if completion.parse_error and not calls:
-                self.counters["parse_errors"] += 1
-                self.consecutive_errors += 1
-                self.traj.messages.append({"role": "assistant", "content": completion.raw_text})
-                self.tell(turn, "Error: your last message could not be used: "
-                          f"{completion.parse_error.message}\nCall execute_code(comment, code) to run code, "
-                          "or final_answer(answer) when the outputs answer the question.")
-            else:
-                if not calls:
-                    calls = self.recover_calls(completion)
-                if not calls:
-                    answer = self.recover_answer(completion)
-                    if answer is not None:
-                        self.traj.messages.append({"role": "assistant", "content": completion.raw_text})
-                        self.traj.answer = answer
-                        self.emit("answer", turn, answer=answer)
-                        return "answered", "answer stated in text"
-                    self.nudges += 1
-                    self.counters["nudges"] += 1
-                    self.traj.messages.append({"role": "assistant", "content": completion.raw_text})
-                    if self.nudges >= cfg.max_nudges:
-                        return "no_tool_call", f"{self.nudges} replies in a row without a tool call"
-                    self.tell(turn, "You did not call a tool. Call execute_code(comment, code) to run code, "
-                              "or final_answer(answer) if the outputs you have seen answer the question.")
-                    continue
-                self.nudges = 0
-                if await self.handle_calls(turn, completion, calls):
-                    return "answered", ""
-            if self.consecutive_errors >= cfg.max_consecutive_errors:
-                return "max_errors", f"{self.consecutive_errors} errors in a row"
+            end = await self.take_step(turn, completion)
+            if end is not None:
+                return end
         return "max_turns", f"no final answer after {cfg.max_turns} turns"
 
 

@@ -177,7 +177,7 @@ def _agent_config(scaffold: str, task_timeout: float, **given: Any) -> Any:
 
 async def _run(tasks: list[Any], issues: list[LoadIssue], bench: str, model_spec: str | None, out: Path, workers: int,
                task_timeout: float, agent_config: Any, scorer: Any, backend: str, progress: bool,
-               check_settings: bool) -> Any:
+               check_settings: bool, agent_fn: Any = None, search: str = "none") -> Any:
     from ..models.resolve import load_model
     from .runner import default_session_factory, run_eval
 
@@ -190,10 +190,12 @@ async def _run(tasks: list[Any], issues: list[LoadIssue], bench: str, model_spec
             workers=workers,
             task_timeout_s=task_timeout + RUNNER_SLACK_S,
             session_factory=default_session_factory(backend=backend),
+            agent_fn=agent_fn,
             progress=progress,
             settings={"benchmark": bench, "model": model_spec or getattr(model, "name", ""),
                       "model_name": getattr(model, "name", ""),
-                      "scaffold": getattr(agent_config, "scaffold", None), "kernel_backend": backend},
+                      "scaffold": getattr(agent_config, "scaffold", None), "kernel_backend": backend,
+                      "search": search},
             load_issues=issues,
             check_settings=check_settings,
         )
@@ -254,7 +256,15 @@ def run(
     seed: Optional[int] = typer.Option(None, help="sampling seed"),
     preview: bool = typer.Option(True, help="show the model the columns and first rows of tables"),
     scorer: Optional[str] = typer.Option(None, help="scorer name (default: the benchmark's official one)"),
-    backend: str = typer.Option("local", help="kernel backend"),
+    backend: Optional[str] = typer.Option(None, help="kernel backend (default: local; forking with --search)"),
+    search: str = typer.Option("none", help="none (one agent run), mcts (tree search) or vote (k runs, majority)"),
+    k: int = typer.Option(3, "--k", help="search: children per expansion (mcts) or runs (vote)"),
+    iterations: int = typer.Option(40, help="mcts: iterations per task"),
+    c_puct: float = typer.Option(0.0, help="mcts: exploration constant (0 at inference)"),
+    max_depth: int = typer.Option(10, help="mcts: steps per path"),
+    search_temperature: float = typer.Option(0.8, help="search: sampling temperature"),
+    aggregate: str = typer.Option("majority", help="mcts: majority, value_weighted or best_value"),
+    search_tokens: Optional[int] = typer.Option(None, help="mcts: model tokens per task"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="live progress bar"),
     allow_changed_settings: bool = typer.Option(False, help="continue a run dir made with other settings"),
 ) -> None:
@@ -273,12 +283,31 @@ def run(
     config = _agent_config(scaffold, task_timeout, max_turns=max_turns, cell_timeout_s=cell_timeout,
                            max_tokens_per_turn=max_tokens_per_turn, temperature=temperature, seed=seed,
                            file_preview=preview)
+    agent_fn = None
+    if search not in ("none", "mcts", "vote"):
+        _err("error: --search must be none, mcts or vote")
+        raise typer.Exit(2)
+    if search != "none":
+        from ..search.config import SearchConfig
+        from ..search.eval_fn import SearchRunConfig, search_agent_fn
+
+        try:
+            search_config = SearchConfig(c_puct=c_puct, k=k, max_depth=max_depth, iterations=iterations,
+                                         max_wall_s=task_timeout, max_tokens=search_tokens,
+                                         temperature=search_temperature, max_consecutive_errors=config.max_consecutive_errors,
+                                         aggregate=aggregate)  # type: ignore[arg-type]
+        except ValueError as e:
+            _err(f"error: {e}")
+            raise typer.Exit(2) from None
+        config = SearchRunConfig(method=search, agent=config, search=search_config)  # type: ignore[arg-type]
+        agent_fn = search_agent_fn(out / "trees")
+    backend = backend or ("forking" if search != "none" else "local")
     from ..models.base import ModelError
     from .runner import RunLocked, SettingsMismatch
 
     try:
         summary = run_interruptible(_run(result.tasks, result.errors, bench, model, out, workers, task_timeout, config,
-                                         sc, backend, progress, not allow_changed_settings))
+                                         sc, backend, progress, not allow_changed_settings, agent_fn, search))
     except (SettingsMismatch, RunLocked, ModelError) as e:
         _err(f"error: {e}")
         raise typer.Exit(2) from None

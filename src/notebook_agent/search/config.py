@@ -1,0 +1,50 @@
+"""Settings of one search (recorded with every tree it grows)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Aggregation = Literal["majority", "value_weighted", "best_value"]
+
+
+@dataclass
+class SearchConfig:
+    """MCTS over agent states. Defaults follow JUPITER (3 children, depth 10, 3 errors).
+
+    `c_puct` is the exploration constant: about 1.25 to collect training trees, 0 at inference
+    (JUPITER: exploration at inference hurts). Budgets end the search at whichever comes
+    first: `iterations` selections, `max_wall_s` seconds, `max_tokens` model tokens.
+    """
+
+    c_puct: float = 0.0
+    k: int = 3                          # children per expansion (one model call with n=k)
+    max_depth: int = 10                 # steps from the root; a node at this depth is terminal
+    max_consecutive_errors: int = 3     # failing steps in a row end a path
+    parse_failure_terminal: bool = False  # a reply that cannot be parsed ends its path
+    iterations: int = 40
+    max_wall_s: float | None = None
+    max_tokens: int | None = None
+    temperature: float = 0.8            # children must differ: sampling, not greedy
+    logprobs: bool = True               # ask for token log-probabilities (the prior)
+    max_live_sessions: int = 32         # open leaves holding a kernel; beyond, the worst are pruned
+    aggregate: Aggregation = "majority"  # how the answer is chosen among candidates
+
+    @classmethod
+    def collection(cls, **overrides: object) -> SearchConfig:
+        """JUPITER's settings for collecting training trees: exploration on (c_puct 1.25), 50 iterations."""
+        return cls(**{"c_puct": 1.25, "iterations": 50, **overrides})  # type: ignore[arg-type]
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError("k (children per expansion) must be >= 1")
+        if self.max_depth < 1:
+            raise ValueError("max_depth must be >= 1")
+        if self.iterations < 1:
+            raise ValueError("iterations must be >= 1")
+        if self.c_puct < 0:
+            raise ValueError("c_puct must be >= 0")
+        if self.max_live_sessions < self.k:
+            raise ValueError("max_live_sessions must be >= k")
+        if self.aggregate not in ("majority", "value_weighted", "best_value"):
+            raise ValueError(f"unknown aggregation {self.aggregate!r}: majority, value_weighted or best_value")

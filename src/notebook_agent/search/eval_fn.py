@@ -1,0 +1,55 @@
+"""Search as an `agent_fn` for the evaluation runner, so every search setting is measured with
+the same harness and scorer as the plain agent (`notebook-agent eval run --search mcts|vote`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..agent.loop import AgentConfig
+from ..agent.trajectory import Trajectory
+from ..kernel.base import KernelSession
+from ..models.base import ChatModel
+from ..tasks.task import Task
+from .config import SearchConfig
+from .value import ValueScorer
+
+
+@dataclass
+class SearchRunConfig:
+    """The runner's `agent_config` for a search run (recorded in run.json; a rerun with other
+    settings is refused by the runner like any other change of agent config)."""
+
+    method: Literal["mcts", "vote"] = "mcts"
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+    @property
+    def scaffold(self) -> str:
+        return self.agent.scaffold
+
+
+def search_agent_fn(tree_dir: str | Path | None = None, value_scorer: ValueScorer | None = None) -> Any:
+    """An `agent_fn(task, model, session, config: SearchRunConfig)` returning the chosen path's
+    `Trajectory` (tokens and time of the whole search); MCTS trees go to `tree_dir/<id>.json`."""
+
+    async def agent_fn(task: Task, model: ChatModel, session: KernelSession, config: SearchRunConfig,
+                       on_event: Any = None) -> Trajectory:
+        from .mcts import run_search
+        from .vote import run_vote
+
+        if config.method == "vote":
+            vote = await run_vote(task, model, session, config.agent, k=config.search.k,
+                                  temperature=config.search.temperature)
+            return vote.trajectory
+        if config.method != "mcts":
+            raise ValueError(f"unknown search method {config.method!r}: mcts or vote")
+        result = await run_search(task, model, session, config.search, config.agent, value_scorer=value_scorer)
+        if tree_dir is not None:
+            from ..eval.results import safe_name
+
+            result.tree.save(Path(tree_dir) / f"{safe_name(task.id)}.json")
+        return result.trajectory
+
+    return agent_fn
