@@ -309,7 +309,9 @@ class Worker:
                 self._intermediates.remove(pid)
 
     def _become_fork(self, msg: dict[str, Any], intermediate: int) -> None:
-        os.setpgid(0, 0)
+        # A session of its own (and so a process group for killpg): with the kernel's
+        # autogroup scheduling, forks otherwise share their root's one CPU share.
+        os.setsid()
         assert self.sock is not None
         self.sock.close()  # the parent's connection: close our copy only (no shutdown())
         self._intermediates = []
