@@ -1,0 +1,107 @@
+"""`notebook-agent train sft|value`: fine-tune a policy on traces, a value model on trees.
+
+    notebook-agent train sft --model smollm2-135m --dataset traces.jsonl --out runs/sft
+    notebook-agent train value --model runs/sft --trees trees/ --out runs/value
+
+Both end with one JSON line (what was trained, losses, where it was saved). torch, TRL, peft
+and datasets are imported only when a command runs (`pip install 'notebook-agent[train]'`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+
+app = typer.Typer(help="Train a policy (SFT on traces) or a value model (on search trees).",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+def _need_train_extra() -> None:
+    missing = []
+    for mod in ("torch", "transformers", "trl", "datasets", "peft"):
+        try:
+            __import__(mod)
+        except ImportError:
+            missing.append(mod)
+    if missing:
+        print(f"training needs {', '.join(missing)}: pip install torch==2.13.0 'notebook-agent[train]'", file=sys.stderr)
+        raise typer.Exit(2)
+
+
+@app.command()
+def sft(
+    model: str = typer.Option(..., help="base model: registry name, .gguf file, model directory or HF repo id"),
+    dataset: str = typer.Option(..., help="chat JSONL, datasets directory, or Trajectory JSON file(s)"),
+    out: str = typer.Option(..., help="output directory (the trained model, loadable by TransformersModel)"),
+    template: str | None = typer.Option(None, help="qwen2_5, qwen3, smollm2, gemma3 or a .jinja file; default: detected"),
+    codec: str | None = typer.Option(None, help="tool-call codec; default: the family's (hermes for Qwen, react else)"),
+    epochs: float = 5.0,
+    lr: float = typer.Option(2e-5, help="learning rate (about 2e-4 with --lora)"),
+    batch_size: int = 8,
+    grad_accum: int = 1,
+    max_length: int = 4096,
+    packing: bool = typer.Option(False, help="BFD packing into max_length rows (padding-free)"),
+    padding_free: bool = False,
+    neftune_alpha: float = typer.Option(7.0, help="NEFTune noise alpha (0: off)"),
+    lora: bool = typer.Option(False, help="train LoRA adapters (merged into the saved model)"),
+    lora_r: int = 16,
+    lora_alpha: int = 32,
+    attn: str | None = typer.Option(None, help="attention implementation (sdpa, flash_attention_2, ...)"),
+    gradient_checkpointing: bool = False,
+    liger: bool = typer.Option(False, help="Liger kernels (pip install liger-kernel; GPU)"),
+    max_steps: int = -1,
+    seed: int = 0,
+) -> None:
+    """Supervised fine-tuning with loss on assistant turns only (TRL SFTTrainer)."""
+    _need_train_extra()
+    from .chat_data import DatasetError
+    from .sft import LoraSettings, SFTSettings, train_sft
+
+    try:
+        settings = SFTSettings(model=model, dataset=dataset, out=out, template=template, codec=codec, epochs=epochs,
+                               learning_rate=lr, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
+                               packing=packing, padding_free=padding_free, neftune_alpha=neftune_alpha or None,
+                               lora=LoraSettings(r=lora_r, alpha=lora_alpha) if lora else None, attn_implementation=attn,
+                               gradient_checkpointing=gradient_checkpointing, liger=liger, max_steps=max_steps, seed=seed)
+        result = train_sft(settings)
+    except (DatasetError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise typer.Exit(1)
+    print(json.dumps(result.to_dict()))
+
+
+@app.command()
+def value(
+    model: str = typer.Option(..., help="backbone: usually the SFT model directory"),
+    trees: str = typer.Option(..., help="a search tree JSON file or a directory of them"),
+    out: str = typer.Option(..., help="output directory (load with ValueModel.load)"),
+    template: str | None = None,
+    codec: str | None = None,
+    epochs: int = 3,
+    lr: float = 1e-5,
+    head_lr: float = 1e-3,
+    batch_size: int = 8,
+    max_length: int = typer.Option(2048, help="most recent tokens kept (same at inference)"),
+    paths_per_class: int = typer.Option(4, help="correct and incorrect terminal paths sampled per tree"),
+    lora: bool = False,
+    freeze_backbone: bool = typer.Option(False, help="train the head only"),
+    seed: int = 0,
+) -> None:
+    """Value model: mean-pooled last hidden state -> linear -> tanh, MSE to node Q."""
+    _need_train_extra()
+    from .sft import LoraSettings
+    from .value_train import ValueSettings, train_value
+
+    try:
+        result = train_value(ValueSettings(model=model, trees=trees, out=out, template=template, codec=codec,
+                                           epochs=epochs, learning_rate=lr, head_learning_rate=head_lr,
+                                           batch_size=batch_size, max_length=max_length,
+                                           paths_per_class=paths_per_class, lora=LoraSettings() if lora else None,
+                                           freeze_backbone=freeze_backbone, seed=seed))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise typer.Exit(1)
+    print(json.dumps({"out": str(result.out), "examples": result.examples, "mse_before": result.mse_before,
+                      "mse_after": result.mse_after, "wall_s": result.wall_s}))

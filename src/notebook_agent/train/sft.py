@@ -1,0 +1,187 @@
+"""Supervised fine-tuning on agent traces with TRL's SFTTrainer, loss on assistant turns only.
+
+Every conversation is encoded here (codec, then the family's training template with
+`{% generation %}` markers, see encode.py) into `input_ids` + `assistant_masks`; TRL turns
+the mask into labels, truncates, optionally packs, and trains. The trained model is saved with
+the marker-free template and a `notebook_agent_train.json` that names the codec to serve it
+with, so `TransformersModel(out_dir, codec=...)` sees the exact format training saw.
+
+Defaults follow the Jupyter Agent recipe (full-parameter, low learning rate, 5 epochs,
+NEFTune alpha 7, assistant-only loss), with the learning rate raised for models of 135M-2B
+parameters (they were trained at 5e-6 on a 4B model).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .chat_data import Example, load_examples
+from .encode import codec_for, tokenize_conversation
+from .templates import FAMILIES, detect_family, inference_template, load_template
+
+META_FILE = "notebook_agent_train.json"
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: str | list[str] = "all-linear"
+
+
+@dataclass
+class SFTSettings:
+    model: str
+    dataset: str
+    out: str
+    template: str | None = None          # family name or .jinja path; None: detected from the model
+    codec: str | None = None             # tool-call codec; None: the family's (hermes for Qwen, react else)
+    epochs: float = 5.0
+    learning_rate: float = 2e-5          # full-parameter; use about 2e-4 with LoRA
+    lr_scheduler: str = "cosine"
+    warmup: float = 0.03                 # a fraction of the steps when < 1, else a step count
+    weight_decay: float = 0.0
+    batch_size: int = 8                  # per device
+    grad_accum: int = 1
+    max_length: int = 4096
+    truncation: Literal["keep_start", "keep_end"] = "keep_start"
+    packing: bool = False                # BFD packing (implies padding-free)
+    padding_free: bool = False
+    neftune_alpha: float | None = 7.0
+    lora: LoraSettings | None = None     # None: full-parameter
+    bf16: bool | None = None             # None: on when CUDA is there
+    attn_implementation: str | None = None  # e.g. sdpa, flash_attention_2, kernels-community/flash-attn3
+    gradient_checkpointing: bool = False
+    liger: bool = False
+    only_answered: bool = True           # Trajectory files: keep answered runs only
+    max_steps: int = -1
+    logging_steps: int = 5
+    seed: int = 0
+    extra_args: dict[str, Any] = field(default_factory=dict)  # more SFTConfig/TrainingArguments fields
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise ValueError("epochs or max_steps must be positive")
+        if self.learning_rate <= 0 or self.batch_size < 1 or self.max_length < 16:
+            raise ValueError("learning_rate > 0, batch_size >= 1 and max_length >= 16 are required")
+        if self.neftune_alpha is not None and self.neftune_alpha <= 0:
+            self.neftune_alpha = None
+
+
+@dataclass
+class SFTResult:
+    out: Path
+    family: str
+    codec: str
+    examples: int
+    train_tokens: int
+    trained_tokens: int
+    losses: list[float]
+    wall_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "out": str(self.out)}
+
+
+def encode_dataset(examples: list[Example], tokenizer: Any, template: str, codec_name: str) -> list[dict[str, list[int]]]:
+    codec = codec_for(codec_name, template)
+    return [tokenize_conversation(tokenizer, template, codec, ex["messages"], ex["tools"]) for ex in examples]
+
+
+def sft_config(s: SFTSettings, use_cuda: bool) -> Any:
+    from trl import SFTConfig
+
+    bf16 = use_cuda if s.bf16 is None else s.bf16
+    return SFTConfig(
+        output_dir=s.out,
+        num_train_epochs=s.epochs,
+        max_steps=s.max_steps,
+        learning_rate=s.learning_rate,
+        lr_scheduler_type=s.lr_scheduler,
+        warmup_steps=s.warmup,
+        weight_decay=s.weight_decay,
+        per_device_train_batch_size=s.batch_size,
+        gradient_accumulation_steps=s.grad_accum,
+        max_length=s.max_length,
+        truncation_mode=s.truncation,
+        packing=s.packing,
+        padding_free=s.padding_free or s.packing,
+        neftune_noise_alpha=s.neftune_alpha,
+        assistant_only_loss=False,  # our dataset carries assistant_masks already (see encode.py)
+        bf16=bf16,
+        gradient_checkpointing=s.gradient_checkpointing,
+        use_liger_kernel=s.liger,
+        logging_steps=s.logging_steps,
+        save_strategy="no",
+        report_to="none",
+        seed=s.seed,
+        dataset_num_proc=None,
+        disable_tqdm=True,
+        **s.extra_args,
+    )
+
+
+def train_sft(s: SFTSettings) -> SFTResult:
+    """Train, save to `s.out`, and return what happened (loss curve, token counts)."""
+    import datasets
+    import torch
+    from trl import SFTTrainer
+
+    from .base_model import load_model, load_tokenizer
+
+    t0 = time.time()
+    examples = load_examples(s.dataset, only_answered=s.only_answered)
+    tokenizer = load_tokenizer(s.model)
+    use_cuda = torch.cuda.is_available()
+    bf16 = use_cuda if s.bf16 is None else s.bf16
+    model = load_model(s.model, dtype=torch.bfloat16 if bf16 else torch.float32, attn_implementation=s.attn_implementation)
+    family = s.template if s.template in FAMILIES else detect_family(tokenizer, model.config.model_type)
+    template = load_template(s.template or family)
+    codec = s.codec or FAMILIES.get(family, FAMILIES["smollm2"]).codec
+    rows = encode_dataset(examples, tokenizer, template, codec)
+    train = datasets.Dataset.from_list(rows)
+    peft_config = None
+    if s.lora is not None:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=s.lora.r, lora_alpha=s.lora.alpha, lora_dropout=s.lora.dropout,
+                                 target_modules=s.lora.target_modules, task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=sft_config(s, use_cuda), train_dataset=train, processing_class=tokenizer,
+                         peft_config=peft_config)
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    out = Path(s.out)
+    meta = {"kind": "sft", "family": family, "codec": codec, "settings": asdict(s), "losses": losses}
+    if peft_config is None:
+        trainer.save_model(str(out))  # gathers sharded weights (ZeRO-3, FSDP); writes on the main process
+        if trainer.accelerator.is_main_process:
+            save_model(None, tokenizer, out, template, meta)
+    elif trainer.accelerator.is_main_process:
+        save_model(trainer.model.merge_and_unload(), tokenizer, out, template, meta)  # plain: loads everywhere
+    n_tokens = sum(len(r["input_ids"]) for r in rows)
+    n_trained = sum(sum(r["assistant_masks"]) for r in rows)
+    return SFTResult(out=out, family=family, codec=codec, examples=len(rows), train_tokens=n_tokens,
+                     trained_tokens=n_trained, losses=[x for x in losses if math.isfinite(x)], wall_s=time.time() - t0)
+
+
+def save_model(model: Any, tokenizer: Any, out: Path, training_template: str, meta: dict[str, Any]) -> None:
+    """Weights (unless `model` is None: already saved) + tokenizer with the marker-free
+    template + our metadata."""
+    out.mkdir(parents=True, exist_ok=True)
+    if model is not None:
+        model.save_pretrained(str(out))
+    tokenizer.chat_template = inference_template(training_template)
+    tokenizer.save_pretrained(str(out))
+    (out / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
+
+
+def read_meta(model_dir: str | Path) -> dict[str, Any]:
+    """What `train sft` recorded about a saved model (family, codec, settings, losses)."""
+    path = Path(model_dir) / META_FILE
+    return json.loads(path.read_text()) if path.exists() else {}

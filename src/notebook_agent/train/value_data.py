@@ -1,0 +1,98 @@
+"""Value-model examples from search trees, as JUPITER builds them.
+
+From each tree: sample terminal paths that ended correct (reward > 0) and incorrect
+(reward <= 0), take every node on those paths (the terminal node and its ancestors), and use
+the node's Q (mean backed-up value, in [-1, 1]) as its target. An unvisited terminal node
+uses its own reward.
+
+`read_tree` is the only function that knows the tree JSON (search/tree.py's export:
+`{"format": "notebook-agent-tree", "nodes": [{id, parent, depth, messages, visits,
+value_sum, q, value, terminal, answer, ...}]}`); align it there if the export changes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class TreeNode:
+    id: int
+    parent: int | None
+    depth: int
+    messages: list[dict[str, Any]]
+    visits: int
+    q: float | None          # mean backed-up value; None when never visited
+    terminal: bool
+    answer: str | None
+    reward: float | None     # its own evaluation (the scorer's reward for terminal nodes)
+
+
+@dataclass
+class ValueExample:
+    messages: list[dict[str, Any]]
+    target: float
+    tree: str = ""
+    node: int = -1
+
+
+def read_tree(path: str | Path) -> list[TreeNode]:
+    """The nodes of one exported search tree."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+    if d.get("format") != "notebook-agent-tree" or not isinstance(d.get("nodes"), list):
+        raise ValueError(f"{path} is not a notebook-agent search tree (format: notebook-agent-tree, nodes: [...])")
+    out = []
+    for n in d["nodes"]:
+        visits = int(n.get("visits", 0))
+        q = None
+        if visits:
+            q = float(n["q"]) if n.get("q") is not None else float(n.get("value_sum", 0.0)) / visits
+        out.append(TreeNode(id=int(n["id"]), parent=n.get("parent"), depth=int(n.get("depth", 0)),
+                            messages=n.get("messages") or [], visits=visits, q=q,
+                            terminal=bool(n.get("terminal")), answer=n.get("answer"),
+                            reward=None if n.get("value") is None else float(n["value"])))
+    return out
+
+
+def tree_examples(nodes: list[TreeNode], paths_per_class: int = 4, include_root: bool = False,
+                  rng: random.Random | None = None, name: str = "") -> list[ValueExample]:
+    """Examples from one tree: up to `paths_per_class` correct and incorrect terminal paths."""
+    rng = rng or random.Random(0)
+    by_id = {n.id: n for n in nodes}
+    terminals = [n for n in nodes if n.terminal and n.reward is not None]
+    correct = [n for n in terminals if n.reward > 0]
+    wrong = [n for n in terminals if n.reward <= 0]
+    picked = rng.sample(correct, min(paths_per_class, len(correct))) + rng.sample(wrong, min(paths_per_class, len(wrong)))
+    seen: set[int] = set()
+    out = []
+    for leaf in picked:
+        cur: TreeNode | None = leaf
+        while cur is not None:
+            if cur.id not in seen and (include_root or cur.parent is not None):
+                seen.add(cur.id)
+                target = cur.q if cur.q is not None else cur.reward
+                if target is not None and cur.messages:
+                    out.append(ValueExample(cur.messages, max(-1.0, min(1.0, float(target))), name, cur.id))
+            cur = by_id.get(cur.parent) if cur.parent is not None else None
+    return out
+
+
+def load_value_examples(trees: str | Path, paths_per_class: int = 4, include_root: bool = False,
+                        seed: int = 0) -> list[ValueExample]:
+    """Examples from a tree JSON file or a directory of them."""
+    path = Path(trees).expanduser()
+    files = sorted(path.glob("**/*.json")) if path.is_dir() else [path]
+    if not files or not files[0].exists():
+        raise ValueError(f"no tree JSON files at {path}")
+    rng = random.Random(seed)
+    out = [ex for f in files for ex in tree_examples(read_tree(f), paths_per_class, include_root, rng, f.name)]
+    if not out:
+        raise ValueError(f"{path}: the trees hold no scored terminal paths to learn from")
+    return out
