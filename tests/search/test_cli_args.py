@@ -30,3 +30,18 @@ def test_eval_refuses_an_unknown_search(tmp_path):
     r = CliRunner().invoke(app, ["eval", "run", f"jsonl:{bench}", "--out", str(tmp_path / "o"), "--search", "mcts",
                                  "--aggregate", "median"])
     assert r.exit_code == 2 and "unknown aggregation" in r.output
+
+
+def test_a_value_model_that_is_not_one_is_a_one_line_error(tmp_path):
+    bench = tmp_path / "t.jsonl"
+    bench.write_text('{"id": "a", "question": "q?"}\n')
+    not_a_model = tmp_path / "empty"
+    not_a_model.mkdir()
+    base = ["eval", "run", f"jsonl:{bench}", "--out", str(tmp_path / "o")]
+    r = CliRunner().invoke(app, [*base, "--search", "vote", "--value-model", str(not_a_model)])
+    assert r.exit_code == 2 and "--value-model needs --search mcts" in r.output
+    r = CliRunner().invoke(app, [*base, "--search", "mcts", "--value-model", str(not_a_model)])
+    assert r.exit_code == 2 and "could not load the value model" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(app, ["search", str(SALES), "q?", "--value-model", str(tmp_path / "missing")])
+    assert r.exit_code == 2 and "value model not found" in r.output
+    assert not (tmp_path / "o").exists()

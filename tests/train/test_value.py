@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -120,3 +121,37 @@ def test_cli_trains_a_value_model(tiny_model_dir, tree_dir, tmp_path):
     bad = CliRunner().invoke(app, ["train", "sft", "--model", str(tiny_model_dir), "--dataset", str(tmp_path / "nope.jsonl"),
                                    "--out", str(tmp_path / "s")])
     assert bad.exit_code == 1 and "dataset not found" in bad.output
+
+
+async def test_a_trained_value_model_values_the_nodes_of_a_search(tiny_model_dir, tree_dir, tmp_path):
+    """The saved value model, loaded the way `eval --value-model` / `search --value-model` load
+    it, scores the new nodes of a real MCTS search (forking kernel, scripted policy)."""
+    from typer.testing import CliRunner
+
+    from notebook_agent.cli import app
+    from notebook_agent.kernel import make_session
+    from notebook_agent.models.scripted import ScriptedModel, call
+    from notebook_agent.search import SearchConfig, run_search
+    from notebook_agent.search.value import ValueScorer, load_value_scorer
+    from notebook_agent.tasks.task import Task
+
+    r = CliRunner().invoke(app, ["train", "value", "--model", str(tiny_model_dir), "--trees", str(tree_dir / "tree-0.json"),
+                                 "--out", str(tmp_path / "v"), "--epochs", "1", "--max-length", "128", "--freeze-backbone"])
+    assert r.exit_code == 0, r.output
+    scorer = load_value_scorer(str(tmp_path / "v"))
+    assert isinstance(scorer, ValueScorer)
+
+    sales = Path(__file__).resolve().parents[2] / "examples" / "sales.csv"
+    task = Task(id="t", question="How many rows?", files=[sales], format="@rows[n]")
+    model = ScriptedModel([call("execute_code", comment="count", code="import pandas as pd\nprint(len(pd.read_csv('sales.csv')))")])
+    session = make_session("forking", files=task.files)
+    await session.start()
+    try:
+        result = await run_search(task, model, session, SearchConfig(k=1, iterations=1, logprobs=False),
+                                  value_scorer=scorer)
+    finally:
+        await session.close()
+    child = result.tree.nodes[1]
+    expected = scorer.score([child.messages])[0]
+    assert child.visits == 1 and abs(child.q - expected) < 1e-4
+    assert expected != 0.0  # a real score, not the no-value-model ablation's neutral 0

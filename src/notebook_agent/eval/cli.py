@@ -265,6 +265,7 @@ def run(
     search_temperature: float = typer.Option(0.8, help="search: sampling temperature"),
     aggregate: str = typer.Option("majority", help="mcts: majority, value_weighted or best_value"),
     search_tokens: Optional[int] = typer.Option(None, help="mcts: model tokens per task"),
+    value_model: Optional[Path] = typer.Option(None, help="mcts: value model dir (notebook-agent train value)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="live progress bar"),
     allow_changed_settings: bool = typer.Option(False, help="continue a run dir made with other settings"),
 ) -> None:
@@ -299,8 +300,19 @@ def run(
         except ValueError as e:
             _err(f"error: {e}")
             raise typer.Exit(2) from None
-        config = SearchRunConfig(method=search, agent=config, search=search_config)  # type: ignore[arg-type]
-        agent_fn = search_agent_fn(out / "trees")
+        from ..search.value import load_value_scorer
+
+        if value_model is not None and search != "mcts":
+            _err("error: --value-model needs --search mcts")
+            raise typer.Exit(2)
+        try:
+            value_scorer = load_value_scorer(str(value_model) if value_model else None)
+        except Exception as e:  # a broken or incompatible model dir: one line, no traceback
+            _err(f"error: could not load the value model {value_model}: {e}")
+            raise typer.Exit(2) from None
+        config = SearchRunConfig(method=search, agent=config, search=search_config,  # type: ignore[arg-type]
+                                 value_model=str(value_model) if value_model else None)
+        agent_fn = search_agent_fn(out / "trees", value_scorer)
     backend = backend or ("forking" if search != "none" else "local")
     from ..models.base import ModelError
     from .runner import RunLocked, SettingsMismatch

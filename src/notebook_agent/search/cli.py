@@ -35,6 +35,7 @@ def register(app: typer.Typer) -> None:
         max_errors: int = typer.Option(3, help="Failing steps in a row that end a path."),
         parse_failure_terminal: bool = typer.Option(False, help="An unparsable reply ends its path."),
         aggregate: str = typer.Option("majority", help="majority, value_weighted or best_value."),
+        value_model: Optional[Path] = typer.Option(None, help="MCTS: a value model dir (notebook-agent train value) scoring new nodes."),
         max_wall: Optional[float] = typer.Option(None, help="Seconds for the whole search."),
         max_tokens: Optional[int] = typer.Option(None, help="Model tokens for the whole search."),
         max_live: int = typer.Option(32, help="Kernels alive at once at most (the worst open leaves are pruned)."),
@@ -70,12 +71,14 @@ def register(app: typer.Typer) -> None:
                                    max_tokens_per_turn=max_tokens_per_turn, cell_timeout_s=cell_timeout, seed=seed,
                                    file_preview=preview, max_turns=max_depth,
                                    max_wall_s=max_wall if max_wall is not None else 900.0)
+        if value_model is not None and not value_model.is_dir():
+            fail(console, f"value model not found: {value_model}")
         code = asyncio.run(_run(Task(id="cli", question=question, files=files), model, out, method, config,
-                                agent_config, quiet, console))
+                                agent_config, quiet, console, value_model))
         raise typer.Exit(code)
 
 
-async def _run(task, model_spec, out, method, config, agent_config, quiet, console) -> int:
+async def _run(task, model_spec, out, method, config, agent_config, quiet, console, value_model=None) -> int:
     from ..agent.notebook import save_notebook, trajectory_to_notebook
     from ..kernel import make_session
     from ..kernel.base import KernelError
@@ -83,12 +86,18 @@ async def _run(task, model_spec, out, method, config, agent_config, quiet, conso
     from ..models.resolve import default_model_name, load_model
     from .display import LiveTreeView
     from .mcts import run_search
+    from .value import load_value_scorer
     from .vote import run_vote
 
     try:
         model = load_model(model_spec or default_model_name())
     except ModelError as e:
         fail(console, str(e))
+    try:
+        value_scorer = load_value_scorer(str(value_model) if value_model else None)
+    except Exception as e:  # a broken or incompatible model dir: one line, no traceback
+        await model.aclose()
+        fail(console, f"could not load the value model {value_model}: {e}")
     out = out or default_out_dir(task.question)
     session = make_session("forking", files=task.files)
     try:
@@ -102,11 +111,12 @@ async def _run(task, model_spec, out, method, config, agent_config, quiet, conso
             vote = await run_vote(task, model, session, agent_config, k=config.k, temperature=config.temperature)
             traj, answer = vote.trajectory, vote.answer
         elif quiet:
-            result = await run_search(task, model, session, config, agent_config)
+            result = await run_search(task, model, session, config, agent_config, value_scorer=value_scorer)
             traj, answer, tree = result.trajectory, result.answer, result.tree
         else:
             with LiveTreeView(console) as view:
-                result = await run_search(task, model, session, config, agent_config, on_event=view)
+                result = await run_search(task, model, session, config, agent_config, value_scorer=value_scorer,
+                                            on_event=view)
             traj, answer, tree = result.trajectory, result.answer, result.tree
     finally:
         await session.close()

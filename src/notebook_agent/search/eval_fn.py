@@ -24,6 +24,7 @@ class SearchRunConfig:
     method: Literal["mcts", "vote"] = "mcts"
     agent: AgentConfig = field(default_factory=AgentConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    value_model: str | None = None   # the value model's dir, recorded so a rerun with another is refused
 
     @property
     def scaffold(self) -> str:

@@ -39,3 +39,13 @@ def terminal_reward(task: Task, scorer: Scorer, answer: str | None) -> float:
 
 def clamp(v: float) -> float:
     return max(-1.0, min(1.0, float(v)))
+
+
+def load_value_scorer(path: str | None) -> ValueScorer | None:
+    """The value model saved by `notebook-agent train value` at `path` (None: no value model).
+    Needs the train extra (torch, transformers)."""
+    if not path:
+        return None
+    from ..train.value_model import ValueModel
+
+    return ValueModel.load(path)
