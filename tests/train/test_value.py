@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from notebook_agent.train.value_data import load_value_examples, read_tree, tree_examples
+from notebook_agent.train.value_data import (
+    load_value_examples,
+    read_tree,
+    tree_examples,
+)
 
 
 def build_tree(trace, wrong_code: str):
@@ -71,7 +75,12 @@ def test_value_model_learns_truncates_and_round_trips(tiny_model_dir, tree_dir, 
 
     from notebook_agent.search.value import ValueScorer
     from notebook_agent.train.value_model import ValueModel
-    from notebook_agent.train.value_train import ValueSettings, build_value_model, fit, mse
+    from notebook_agent.train.value_train import (
+        ValueSettings,
+        build_value_model,
+        fit,
+        mse,
+    )
 
     torch.set_num_threads(1)
     s = ValueSettings(model=str(tiny_model_dir), trees=str(tree_dir), out=str(tmp_path / "v"), epochs=10,
