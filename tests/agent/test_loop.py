@@ -115,7 +115,8 @@ async def test_after_code_ran_the_nudge_asks_for_a_tool_call(task, session):
     model = ScriptedModel([call("execute_code", comment="c", code="print(1)"), "Hmm.", "Hmm.", "Hmm."])
     traj = await run_agent(task, model, session, AgentConfig(max_nudges=2))
     assert traj.status == "no_tool_call"
-    assert "did not call a tool" in model.calls[2][-1]["content"]
+    nudge = model.calls[2][-1]["content"]
+    assert "did not call a tool" in nudge and "final_answer" in nudge and task.format in nudge
 
 
 async def test_code_block_in_plain_text_is_run(task, session):

@@ -299,6 +299,12 @@ class _Run:
         if not self.traj.steps and extract_answer_items(completion.content or completion.raw_text):
             return ("You wrote an answer, but no code has run yet, so its values are guesses. Call "
                     "execute_code(comment, code) to compute them from the files first.")
+        if self.traj.steps and self.task.format:
+            # after code ran, small models tend to restate a result in prose and stop; name the
+            # tool and the exact format that would end the task
+            return ("You did not call a tool. If the outputs you have seen answer the question, call "
+                    f"final_answer(answer) with the answer written as: {self.task.format}\n"
+                    "Otherwise call execute_code(comment, code) to run more code.")
         return ("You did not call a tool. Call execute_code(comment, code) to run code, "
                 "or final_answer(answer) if the outputs you have seen answer the question.")
 
