@@ -68,7 +68,11 @@ def test_sft_loss_goes_down_and_the_model_loads_in_the_backend(tiny_model_dir, c
         (out / "chat_template.jinja").read_text()
     assert not has_generation_markers(saved_template)
 
-    # the saved directory loads in the transformers backend and renders what training saw
+    # the saved directory loads in the transformers backend and renders what training saw;
+    # `load_model(dir)` (what --model DIR does) picks the codec it was trained with
+    from notebook_agent.models.resolve import load_model
+
+    assert load_model(str(out), device="cpu").codec.name == "react"
     model = TransformersModel(out, device="cpu", codec=meta["codec"])
     t = traces[0]
     prompt = model.render_prompt(t.messages[:2], t.tools)

@@ -14,6 +14,7 @@ Accepted forms, tried in this order:
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,24 @@ def _from_registry(entry: registry.RegistryModel, opts: dict[str, Any]) -> ChatM
     return _from_path(path, opts)
 
 
+# Written by `notebook-agent train sft` next to the weights: the tool-call codec the model was
+# trained with (read as plain JSON so that loading needs nothing from the train extra).
+TRAIN_META_FILE = "notebook_agent_train.json"
+
+
+def _trained_codec(path: Path) -> str | None:
+    meta = path / TRAIN_META_FILE
+    if not (path.is_dir() and meta.is_file()):
+        return None
+    try:
+        return json.loads(meta.read_text()).get("codec")
+    except (OSError, ValueError):
+        return None
+
+
 def _from_path(path: Path, opts: dict[str, Any]) -> ChatModel:
+    if "codec" not in opts and (codec := _trained_codec(path)):
+        opts = {**opts, "codec": codec}
     backend = opts.get("backend") or ("transformers" if path.is_dir() else "llamacpp")
     if backend == "llamacpp":
         if path.is_dir():

@@ -20,11 +20,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..models.resolve import TRAIN_META_FILE
 from .chat_data import Example, load_examples
 from .encode import codec_for, tokenize_conversation
 from .templates import FAMILIES, detect_family, inference_template, load_template
 
-META_FILE = "notebook_agent_train.json"
+META_FILE = TRAIN_META_FILE  # models/resolve.py reads the codec from it
 
 
 @dataclass
