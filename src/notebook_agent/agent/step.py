@@ -14,6 +14,8 @@ steps from one state and apply each in its own fork of the kernel:
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import time
 
 from ..kernel.base import KernelSession
@@ -37,9 +39,6 @@ async def sample_steps(state: AgentState, n: int = 1, logprobs: bool = False) ->
     One model call with `n` samples; a backend that returns fewer gets the rest asked
     concurrently. Tokens are counted in a state only when a completion is applied to it.
     """
-    import asyncio
-    import copy
-
     out = list(await state.sample(n, logprobs))
     if 0 < len(out) < n:
         more = await asyncio.gather(*(state.sample(1, logprobs) for _ in range(n - len(out))))
