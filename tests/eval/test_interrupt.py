@@ -14,6 +14,9 @@ from pathlib import Path
 CHILD = r'''
 import asyncio, faulthandler, signal, sys
 faulthandler.register(signal.SIGUSR1)
+# A job started in the background by a non-interactive shell (as CI may run us) inherits
+# SIGINT ignored, and asyncio.run() then installs no Ctrl-C handler: restore Python's.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 sys.path.insert(0, {helpers!r})
 from eval_helpers import fake_factory, make_tasks, scripted_agent

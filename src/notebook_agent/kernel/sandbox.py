@@ -71,6 +71,11 @@ def kernel_env(workdir: Path, runtime: Path, limits: Limits,
         "PWD": str(workdir),
         "TMPDIR": "/tmp",
         "MPLBACKEND": MPL_BACKEND,
+        # pandas 3 keeps strings in Arrow when pyarrow is installed, and Arrow's default
+        # allocator (mimalloc) reserves ~1 GiB of address space up front: under the RLIMIT_AS
+        # memory limit that alone made a small CSV plus a plot fail. The system allocator
+        # reserves only what it uses.
+        "ARROW_DEFAULT_MEMORY_POOL": "system",
         "MPLCONFIGDIR": str(runtime / "mpl"),
         "IPYTHONDIR": str(runtime / "ipython"),
         "JUPYTER_CONFIG_DIR": str(runtime / "jupyter"),
