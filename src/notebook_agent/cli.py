@@ -33,12 +33,27 @@ _COMMANDS = [
 ]
 
 
+def _missing_extra(name: str, missing: str) -> None:
+    """A stand-in command for a group whose optional dependencies are not installed: the rest of
+    the command still works, and `notebook-agent NAME ...` says what to install."""
+
+    @app.command(name, help=f"(needs the {name} extra, not installed)", add_help_option=False,
+                 context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def _explain(ctx: typer.Context) -> None:
+        typer.echo(f"error: `notebook-agent {name}` needs the '{name}' extra (missing module {missing!r}): "
+                   f"pip install 'notebook-agent[{name}]'", err=True)
+        raise typer.Exit(2)
+
+
 def _mount() -> None:
     for module, attr, name in _GROUPS:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
             if e.name == module:
+                continue
+            if e.name and not e.name.startswith("notebook_agent"):
+                _missing_extra(name, e.name)
                 continue
             raise
         app.add_typer(getattr(mod, attr), name=name)
