@@ -45,3 +45,13 @@ def test_a_value_model_that_is_not_one_is_a_one_line_error(tmp_path):
     r = CliRunner().invoke(app, ["search", str(SALES), "q?", "--value-model", str(tmp_path / "missing")])
     assert r.exit_code == 2 and "value model not found" in r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_collect_needs_mcts_without_a_value_model(tmp_path):
+    bench = tmp_path / "t.jsonl"
+    bench.write_text('{"id": "a", "question": "q?"}\n')
+    base = ["eval", "run", f"jsonl:{bench}", "--out", str(tmp_path / "o"), "--collect"]
+    for extra in ([], ["--search", "vote"], ["--search", "mcts", "--value-model", str(tmp_path)]):
+        r = CliRunner().invoke(app, [*base, *extra])
+        assert r.exit_code == 2 and "--collect needs --search mcts" in r.output, r.output
+    assert not (tmp_path / "o").exists()

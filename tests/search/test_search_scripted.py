@@ -252,3 +252,28 @@ async def test_stop_and_cancellation_close_every_fork(task, session):
         await run
     assert all(f._closed and not f.is_alive for f in session.forks)
     assert session.is_alive
+
+
+async def test_eval_collect_mode_rewards_with_the_scorer_and_saves_the_tree(task, session, tmp_path):
+    """`eval run --search mcts --collect`: answered nodes get the scorer's reward (the gold
+    answer is read), and the tree lands in the run's trees/; without collect they do not."""
+    from notebook_agent.search.eval_fn import SearchRunConfig, search_agent_fn
+
+    cfg = SearchConfig(c_puct=1.25, k=3, iterations=10, max_depth=4, max_consecutive_errors=2,
+                       parse_failure_terminal=True)
+    values = {}
+    for collect in (True, False):
+        trees = tmp_path / f"trees-{collect}"
+        agent_fn = search_agent_fn(trees, reward_scorer=get_scorer("dabench"))
+        run_config = SearchRunConfig(method="mcts", search=cfg, collect=collect)
+        await agent_fn(task, BranchingModel(collection_policy), session, run_config)
+        tree = Tree.load(trees / "sales-total.json")
+        answered = [n for n in tree.nodes.values() if n.reason == "answered"]
+        values[collect] = [n.value for n in answered]
+        assert tree.config["reward_scorer"] == ("dabench" if collect else None)
+    assert values[True] == [1.0, -1.0, 1.0]
+    assert values[False] and set(values[False]) == {0.0}  # no scorer, no value model: unvalued
+
+    with pytest.raises(ValueError, match="needs the task's scorer"):
+        await search_agent_fn(tmp_path / "t")(task, BranchingModel(collection_policy), session,
+                                              SearchRunConfig(method="mcts", search=cfg, collect=True))

@@ -62,6 +62,19 @@ def test_examples_are_sampled_paths_with_q_targets(tree_dir, traces):
     assert len(load_value_examples(tree_dir)) == 6 * len(traces)
 
 
+def test_inference_trees_are_not_training_data(tree_dir, traces, tmp_path):
+    """A tree whose search had no reward scorer (eval without --collect) holds guesses, not
+    rewards: it is skipped, and trees that are all like that are a clear error."""
+    d = json.loads((tree_dir / "tree-0.json").read_text())
+    d["config"] = {"reward_scorer": None, "value_scorer": None}
+    (tmp_path / "inference.json").write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="grown without rewards.*--collect"):
+        load_value_examples(tmp_path)
+    d["config"]["reward_scorer"] = "dabench"
+    (tmp_path / "collected.json").write_text(json.dumps(d))
+    assert {e.tree for e in load_value_examples(tmp_path)} == {"collected.json"}
+
+
 def test_bad_tree_is_a_clear_error(tmp_path):
     (tmp_path / "t.json").write_text('{"nodes": []}')
     with pytest.raises(ValueError, match="not a notebook-agent search tree"):

@@ -266,6 +266,9 @@ def run(
     aggregate: str = typer.Option("majority", help="mcts: majority, value_weighted or best_value"),
     search_tokens: Optional[int] = typer.Option(None, help="mcts: model tokens per task"),
     value_model: Optional[Path] = typer.Option(None, help="mcts: value model dir (notebook-agent train value)"),
+    collect: bool = typer.Option(False, "--collect", help="mcts: collect training trees (out/trees): answered nodes "
+                                 "are rewarded by the scorer, which reads the gold answer, so the scores are not "
+                                 "evaluation figures; use --c-puct 1.25 and training tasks, never the test set"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="live progress bar"),
     allow_changed_settings: bool = typer.Option(False, help="continue a run dir made with other settings"),
 ) -> None:
@@ -305,14 +308,20 @@ def run(
         if value_model is not None and search != "mcts":
             _err("error: --value-model needs --search mcts")
             raise typer.Exit(2)
+        if collect and (search != "mcts" or value_model is not None):
+            _err("error: --collect needs --search mcts and no --value-model (the scorer values answered nodes)")
+            raise typer.Exit(2)
         try:
             value_scorer = load_value_scorer(str(value_model) if value_model else None)
         except Exception as e:  # a broken or incompatible model dir: one line, no traceback
             _err(f"error: could not load the value model {value_model}: {e}")
             raise typer.Exit(2) from None
         config = SearchRunConfig(method=search, agent=config, search=search_config,  # type: ignore[arg-type]
-                                 value_model=str(value_model) if value_model else None)
-        agent_fn = search_agent_fn(out / "trees", value_scorer)
+                                 value_model=str(value_model) if value_model else None, collect=collect)
+        agent_fn = search_agent_fn(out / "trees", value_scorer, reward_scorer=sc if collect else None)
+    elif collect:
+        _err("error: --collect needs --search mcts")
+        raise typer.Exit(2)
     backend = backend or ("forking" if search != "none" else "local")
     from ..models.base import ModelError
     from .runner import RunLocked, SettingsMismatch

@@ -11,6 +11,7 @@ from ..agent.loop import AgentConfig
 from ..agent.trajectory import Trajectory
 from ..kernel.base import KernelSession
 from ..models.base import ChatModel
+from ..tasks.scoring import Scorer
 from ..tasks.task import Task
 from .config import SearchConfig
 from .value import ValueScorer
@@ -25,15 +26,20 @@ class SearchRunConfig:
     agent: AgentConfig = field(default_factory=AgentConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     value_model: str | None = None   # the value model's dir, recorded so a rerun with another is refused
+    collect: bool = False            # reward answered nodes with the task's scorer (training trees)
 
     @property
     def scaffold(self) -> str:
         return self.agent.scaffold
 
 
-def search_agent_fn(tree_dir: str | Path | None = None, value_scorer: ValueScorer | None = None) -> Any:
+def search_agent_fn(tree_dir: str | Path | None = None, value_scorer: ValueScorer | None = None,
+                    reward_scorer: Scorer | None = None) -> Any:
     """An `agent_fn(task, model, session, config: SearchRunConfig)` returning the chosen path's
-    `Trajectory` (tokens and time of the whole search); MCTS trees go to `tree_dir/<id>.json`."""
+    `Trajectory` (tokens and time of the whole search); MCTS trees go to `tree_dir/<id>.json`.
+
+    `reward_scorer` is for collecting training trees only (`config.collect`): it reads the gold
+    answer, so the scores of such a run are not evaluation figures."""
 
     async def agent_fn(task: Task, model: ChatModel, session: KernelSession, config: SearchRunConfig,
                        on_event: Any = None) -> Trajectory:
@@ -46,7 +52,10 @@ def search_agent_fn(tree_dir: str | Path | None = None, value_scorer: ValueScore
             return vote.trajectory
         if config.method != "mcts":
             raise ValueError(f"unknown search method {config.method!r}: mcts or vote")
-        result = await run_search(task, model, session, config.search, config.agent, value_scorer=value_scorer)
+        if config.collect and reward_scorer is None:
+            raise ValueError("collecting trees needs the task's scorer (reward_scorer)")
+        result = await run_search(task, model, session, config.search, config.agent, value_scorer=value_scorer,
+                                  reward_scorer=reward_scorer if config.collect else None)
         if tree_dir is not None:
             from ..eval.results import safe_name
 

@@ -13,10 +13,13 @@ value_sum, q, value, terminal, answer, ...}]}`); align it there if the export ch
 from __future__ import annotations
 
 import json
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,14 +43,29 @@ class ValueExample:
     node: int = -1
 
 
-def read_tree(path: str | Path) -> list[TreeNode]:
-    """The nodes of one exported search tree."""
+def _tree_json(path: str | Path) -> dict[str, Any]:
     try:
         d = json.loads(Path(path).read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from e
     if d.get("format") != "notebook-agent-tree" or not isinstance(d.get("nodes"), list):
         raise ValueError(f"{path} is not a notebook-agent search tree (format: notebook-agent-tree, nodes: [...])")
+    return d
+
+
+def grown_without_rewards(tree: dict[str, Any]) -> bool:
+    """An inference tree: its search recorded no reward scorer, so its answered nodes hold a
+    value model's guess or the ablation's 0, not whether the answer was right."""
+    config = tree.get("config") or {}
+    return "reward_scorer" in config and config["reward_scorer"] is None
+
+
+def read_tree(path: str | Path) -> list[TreeNode]:
+    """The nodes of one exported search tree."""
+    return _nodes(_tree_json(path))
+
+
+def _nodes(d: dict[str, Any]) -> list[TreeNode]:
     out = []
     for n in d["nodes"]:
         visits = int(n.get("visits", 0))
@@ -92,7 +110,18 @@ def load_value_examples(trees: str | Path, paths_per_class: int = 4, include_roo
     if not files or not files[0].exists():
         raise ValueError(f"no tree JSON files at {path}")
     rng = random.Random(seed)
-    out = [ex for f in files for ex in tree_examples(read_tree(f), paths_per_class, include_root, rng, f.name)]
+    out: list[ValueExample] = []
+    unrewarded = 0
+    for f in files:
+        d = _tree_json(f)
+        if grown_without_rewards(d):
+            unrewarded += 1
+            continue
+        out.extend(tree_examples(_nodes(d), paths_per_class, include_root, rng, f.name))
+    if unrewarded:
+        logger.warning(f"{unrewarded} of {len(files)} trees were grown without rewards (inference trees): skipped")
     if not out:
-        raise ValueError(f"{path}: the trees hold no scored terminal paths to learn from")
+        hint = (" (they were grown without rewards: collect training trees with "
+                "`notebook-agent eval run TASKS --search mcts --collect`)" if unrewarded == len(files) else "")
+        raise ValueError(f"{path}: the trees hold no scored terminal paths to learn from{hint}")
     return out
