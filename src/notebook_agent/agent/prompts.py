@@ -73,6 +73,9 @@ def describe_files(files: list[Path], preview: bool) -> str:
     for p in files:
         try:
             size = human_size(p.stat().st_size)
+        except FileNotFoundError:  # not on this machine (the data pipeline's LLM interpreter): name only
+            parts.append(f"- {p.name}")
+            continue
         except OSError:
             size = "unreadable"
         parts.append(f"- {p.name} ({size})")

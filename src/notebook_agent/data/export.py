@@ -3,6 +3,8 @@
 variant (the assistant's narration inside `<think>...</think>`) and a non-thinking one (tool
 calls only; each call's required `comment` still narrates), and into `tasks/nbqa.jsonl` with
 the data files under `tasks/files/<notebook>/`, which `notebook_agent.tasks` loads as `nbqa:`.
+Tasks of notebooks whose data is missing give rows only (`executor_types` can drop those rows),
+no NbQA task: the harness could not run it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import copy
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ class ExportConfig:
     min_cells: int = 1               # traces with fewer executed cells are trivial
     require_correct: bool = False    # keep only traces whose answer matches the task's
     thinking_variants: bool = True
+    executor_types: list[str] = field(default_factory=lambda: ["jupyter", "llm"])  # rows kept, by who ran the cells
 
 
 def truncate(text: str, limit: int) -> str:
@@ -92,6 +95,9 @@ class ExportStep(PipelineStep):
             return "trivial"
         if self.config.require_correct and not trace.get("correct"):
             return "incorrect"
+        executor = trace.get("executor_type", "jupyter")
+        if executor not in self.config.executor_types:
+            return f"executor_{executor}"
         base = {
             "task_id": rec["id"], "question": rec["question"], "answer": rec["answer"],
             "predicted_answer": trace.get("predicted") or "",
@@ -99,7 +105,7 @@ class ExportStep(PipelineStep):
             "files_used": [Path(f).name for f in traj.get("files", [])],
             "packages_used": packages_used(cells),
             "edu_score": int(doc.metadata.get("edu_score") or 0),
-            "executor_type": trace.get("executor_type", "jupyter"),
+            "executor_type": executor,
             "correct": bool(trace.get("correct")),
             "source": str(doc.metadata.get("source") or doc.id),
         }
@@ -132,10 +138,16 @@ class ExportStep(PipelineStep):
                 open(tasks_dir / "shards" / f"{rank:05d}.jsonl", "w") as tasks_f:
             for doc in data or []:
                 self.stat_update("notebooks")
+                # A notebook whose data is missing (traced by the LLM interpreter) gives rows, but no
+                # NbQA task: the harness could not run it without its files.
+                no_data = doc.metadata.get("executable") is False
                 for rec in doc.metadata.get("tasks") or []:
                     try:
-                        tasks_f.write(json.dumps(self.task_record(doc, rec, tasks_dir / "files")) + "\n")
-                        self.stat_update("tasks")
+                        if no_data:
+                            self.stat_update("tasks_skipped_no_data")
+                        else:
+                            tasks_f.write(json.dumps(self.task_record(doc, rec, tasks_dir / "files")) + "\n")
+                            self.stat_update("tasks")
                         rows = self.rows(doc, rec)
                     except Exception as e:  # noqa: BLE001
                         logger.warning(f"export failed for task {rec.get('id')}: {type(e).__name__}: {e}")
@@ -145,8 +157,7 @@ class ExportStep(PipelineStep):
                         self.stat_update("dropped", f"dropped_{rows}")
                         continue
                     self.stat_update("forwarded")
-                    for row in rows:
-                        rows_f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    rows_f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
                 yield doc
 
 
