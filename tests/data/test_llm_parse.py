@@ -45,6 +45,14 @@ def test_normalize_and_ground():
     assert rec["answer_pairs"] == [["mean_x", "2.5"]] and rec["source_cells"] == [1]
     assert rec["format"] == "@mean_x[value]"
     assert normalize_qa({"question": "q", "answer": "2.5"}, 3) == "answer_not_in_format"
+    # a format the model left bare, or that names other answers, is rebuilt from the answer
+    for fmt in ("@min_height", "@density[<value copied from an output>]", ""):
+        rec = normalize_qa({"question": "q", "answer": "@min_height[163]", "format": fmt}, 3)
+        assert rec["format"] == "@min_height[value]", fmt
+    rec = normalize_qa({"question": "q", "answer": "@d[8.5]", "format": "@d[<value copied from an output>]"}, 3)
+    assert rec["format"] == "@d[value]"
+    kept = normalize_qa({"question": "q", "answer": "@h[163]", "format": "@h[value] where value is an integer"}, 3)
+    assert kept["format"] == "@h[value] where value is an integer"
     assert normalize_qa({"answer": "@a[1]"}, 3) == "no_question"
     nb = {"cells": [{"cell_type": "markdown", "source": "x"},
                     {"cell_type": "code", "source": "", "outputs": [

@@ -73,7 +73,9 @@ def normalize_qa(item: dict[str, Any], n_cells: int) -> dict[str, Any] | str:
     pairs = extract_answers(answer)
     if not pairs:
         return "answer_not_in_format"
-    fmt = str(item.get("format") or "").strip() or " ".join(f"@{k}[value]" for k in pairs)
+    fmt = str(item.get("format") or "").strip()
+    if "<" in fmt or not all(f"@{k}[" in fmt for k in pairs):  # missing, bare, a placeholder, other names
+        fmt = " ".join(f"@{k}[value]" for k in pairs)
     cells = item.get("source_cells") or []
     if not isinstance(cells, list):
         cells = [cells]

@@ -55,11 +55,12 @@ def qa_prompt(notebook: str, n: int) -> list[dict[str, str]]:
         f"Write up to {n} questions about the data that this notebook's outputs answer. Each answer "
         "must be a value printed in an output, copied exactly.\n\n"
         f"{notebook}\n\n"
-        "Name each answer with a short snake_case name that says what it is (like mean_age or "
-        "top_region), never the placeholder answer_name. Reply with a JSON list only, one object per "
-        "question:\n"
-        '[{"question": "...", "constraints": "how to compute it (method, rounding)", '
-        '"format": "@mean_age[value]", "answer": "@mean_age[34.5]", "source_cells": [N]}]')
+        "Reply with a JSON list only, one object per question, in this shape:\n"
+        '[{"question": "<question>", "constraints": "<how to compute it: method, rounding>", '
+        '"format": "@<name>[value]", "answer": "@<name>[<value copied from an output>]", '
+        '"source_cells": [<index of the cell whose output shows the value>]}]\n'
+        "Replace every <...> with this notebook's content: <name> is a short snake_case name that says "
+        "what the answer is, and the value must come from an output above, never be made up.")
 
 
 def verify_prompt(notebook: str, question: str, answer: str) -> list[dict[str, str]]:
