@@ -99,6 +99,13 @@ def test_aggregations_disagree_as_they_should():
     # ties: the group found first wins
     assert aggregate([Candidate("b", 2, 2, 0), Candidate("a", 1, 1, 0)], "majority").answer == "a"
     assert normalize_answer("  @A[1]\n ") == "@a[1]"
+    # the same items repeated, reordered or in prose are one answer (Qwen wrote all three)
+    same = ["@mean_fare[34.65] @mean_fare[34.65] @mean_fare[34.65]", "The mean is @mean_fare[34.65].",
+            "@mean_fare[ 34.65 ]"]
+    assert {normalize_answer(a) for a in same} == {"@mean_fare[34.65]"}
+    assert normalize_answer("@b[2] @a[1]") == normalize_answer("@a[1], @b[2]") != normalize_answer("@a[1]")
+    assert aggregate([Candidate("@y[3]", 1, 1, 0), Candidate(same[0], 2, 2, 0), Candidate(same[1], 3, 3, 0)],
+                     "majority").answer == same[0]
     with pytest.raises(ValueError, match="unknown aggregation"):
         aggregate(cands, "median")
 

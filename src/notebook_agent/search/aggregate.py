@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..tasks.scoring.dabench import extract_answers
+
 AGGREGATIONS = ("majority", "value_weighted", "best_value")
 
 
@@ -25,7 +27,12 @@ class Candidate:
 
 
 def normalize_answer(answer: str) -> str:
-    """The key answers are grouped by: whitespace collapsed, case folded."""
+    """The key answers are grouped by: their `@name[value]` items when they have some (so the
+    same items repeated, reordered or wrapped in prose are one answer, as the scorer sees them),
+    else the text; whitespace collapsed, case folded."""
+    items = extract_answers(answer)
+    if items:
+        answer = " ".join(f"@{name}[{value.strip()}]" for name, value in sorted(items.items()))
     return re.sub(r"\s+", " ", answer.strip()).casefold()
 
 
