@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import random
 import signal
 import sys
 import time
@@ -183,16 +184,18 @@ async def test_limits_applied(make) -> None:
 async def test_close_leaves_no_process(make) -> None:
     before = host_descendants()
     s = await make()
-    # the kernel starts a subprocess of its own, and one that escapes into a new session
-    r = await s.execute("import subprocess\np1 = subprocess.Popen(['sleep', '300'])\n"
-                        "p2 = subprocess.Popen(['sleep', '301'], start_new_session=True)")
+    # the kernel starts a subprocess of its own, and one that escapes into a new session; their
+    # durations are unique, so another `sleep 300` on the machine is not taken for a leak
+    a, b = (f"{300 + random.random():.9f}" for _ in range(2))
+    r = await s.execute(f"import subprocess\np1 = subprocess.Popen(['sleep', '{a}'])\n"
+                        f"p2 = subprocess.Popen(['sleep', '{b}'], start_new_session=True)")
     assert r.ok
     assert len(host_descendants() - before) >= 3
     await s.close()
     await s.close()  # idempotent
     await asyncio.sleep(0.3)
     assert host_descendants() - before == set()
-    assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] in (["sleep", "300"], ["sleep", "301"])
+    assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] in (["sleep", a], ["sleep", b])
                 and p.status() != psutil.STATUS_ZOMBIE]
     with pytest.raises(KernelError):
         await s.execute("1")
