@@ -124,8 +124,9 @@ class TraceStep(PipelineStep):
         score = get_scorer(self.config.scorer).score(task, traj.answer)
         rec["trace"] = {"trajectory": traj.to_dict(), "executor_type": executor, "predicted": traj.answer,
                         "correct": score.correct, "fraction": score.fraction}
-        if isinstance(session, LLMInterpreterSession):
-            rec["trace"]["interpreter_model"] = getattr(session.model, "name", type(session.model).__name__)
+        if executor == "llm":
+            model = self.interpreter_model()
+            rec["trace"]["interpreter_model"] = getattr(model, "name", type(model).__name__)
         suffix = "_llm" if executor == "llm" else ""
         self.stat_update("traced" + suffix)
         self.stat_update(("correct" if score.correct else "incorrect") + suffix)

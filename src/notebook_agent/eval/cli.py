@@ -291,6 +291,9 @@ def run(
     if search not in ("none", "mcts", "vote"):
         _err("error: --search must be none, mcts or vote")
         raise typer.Exit(2)
+    if collect and (search != "mcts" or value_model is not None):
+        _err("error: --collect needs --search mcts and no --value-model (the scorer values answered nodes)")
+        raise typer.Exit(2)
     if search != "none":
         from ..search.config import SearchConfig
         from ..search.eval_fn import SearchRunConfig, search_agent_fn
@@ -308,9 +311,6 @@ def run(
         if value_model is not None and search != "mcts":
             _err("error: --value-model needs --search mcts")
             raise typer.Exit(2)
-        if collect and (search != "mcts" or value_model is not None):
-            _err("error: --collect needs --search mcts and no --value-model (the scorer values answered nodes)")
-            raise typer.Exit(2)
         try:
             value_scorer = load_value_scorer(str(value_model) if value_model else None)
         except Exception as e:  # a broken or incompatible model dir: one line, no traceback
@@ -318,10 +318,7 @@ def run(
             raise typer.Exit(2) from None
         config = SearchRunConfig(method=search, agent=config, search=search_config,  # type: ignore[arg-type]
                                  value_model=str(value_model) if value_model else None, collect=collect)
-        agent_fn = search_agent_fn(out / "trees", value_scorer, reward_scorer=sc if collect else None)
-    elif collect:
-        _err("error: --collect needs --search mcts")
-        raise typer.Exit(2)
+        agent_fn = search_agent_fn(out / "trees", value_scorer, reward_scorer=sc)  # used when config.collect
     backend = backend or ("forking" if search != "none" else "local")
     from ..models.base import ModelError
     from .runner import RunLocked, SettingsMismatch
