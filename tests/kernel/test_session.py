@@ -293,7 +293,7 @@ async def test_loopback_listener_unreachable_from_kernel(make) -> None:
 
 async def test_runs_without_bubblewrap(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret")
-    async with make_session(backend, isolate=False, limits=Limits(memory_mb=1024)) as s:
+    async with make_session(backend, sandbox="off", limits=Limits(memory_mb=1024)) as s:
         assert not s.isolated
         r = await s.execute("import os, resource\nos.environ.get('OPENAI_API_KEY'), resource.getrlimit(resource.RLIMIT_AS)[0]")
         assert r.outputs[0]["data"]["text/plain"] == f"(None, {1024 * 2**20})"

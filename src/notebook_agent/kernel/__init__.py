@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import (ExecStatus, ExecutionResult, KernelDiedError, KernelError, KernelSession, Limits,
-                   TextViewConfig)
+from .base import (SANDBOX_MODES, ExecStatus, ExecutionResult, KernelDiedError, KernelError, KernelSession,
+                   Limits, SandboxMode, TextViewConfig)
 from .textview import text_view
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 _LAZY = {"LocalKernelSession": ".local", "ForkingKernelSession": ".forking",
          "RemoteKernelSession": ".remote", "KernelPool": ".pool"}
 
-__all__ = ["ExecStatus", "ExecutionResult", "KernelDiedError", "KernelError", "KernelSession",
+__all__ = ["SANDBOX_MODES", "SandboxMode", "ExecStatus", "ExecutionResult", "KernelDiedError", "KernelError", "KernelSession",
            "Limits", "TextViewConfig", "text_view", "make_session",
            "LocalKernelSession", "ForkingKernelSession", "RemoteKernelSession", "KernelPool"]
 

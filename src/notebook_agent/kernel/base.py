@@ -12,6 +12,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 ExecStatus = Literal["ok", "error", "timeout", "dead"]
+# How strictly a kernel is confined: "auto" isolates where the OS allows it and warns once
+# where it cannot; "require" refuses to start without isolation; "off" never isolates.
+SandboxMode = Literal["auto", "require", "off"]
+SANDBOX_MODES: tuple[SandboxMode, ...] = ("auto", "require", "off")
 
 
 class KernelError(RuntimeError):
@@ -123,6 +127,12 @@ class KernelSession(abc.ABC):
     @property
     @abc.abstractmethod
     def is_alive(self) -> bool: ...
+
+    @property
+    def isolation(self) -> dict[str, Any]:
+        """How this session's kernel is confined, JSON-safe, for run records: always has
+        "isolated" (bool) and "mode" (the `SandboxMode` asked for). Backends add detail."""
+        return {"isolated": False, "mode": "off"}
 
     async def __aenter__(self) -> "KernelSession":
         await self.start()

@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 import psutil
 
-from .base import ExecutionResult, KernelDiedError, KernelError, KernelSession, Limits, TextViewConfig
+from .base import ExecutionResult, SandboxMode, KernelDiedError, KernelError, KernelSession, Limits, TextViewConfig
 from .cell import dead_result, run_cell
 from .procs import kill_tree, process_tree
 from .sandbox import SandboxPaths, kernel_env, prepare_runtime, sandbox_command, use_bwrap
@@ -204,14 +204,14 @@ class ForkingKernelSession(KernelSession):
 
     def __init__(self, files: Sequence[PathLike] = (), workdir: PathLike | None = None,
                  limits: Limits | None = None, text_view: TextViewConfig | None = None,
-                 startup_code: str | None = None, *, isolate: bool | None = None,
+                 startup_code: str | None = None, *, sandbox: SandboxMode = "auto",
                  default_timeout: float | None = None, extra_env: dict[str, str] | None = None,
                  keep_workdir: bool = False) -> None:
         self.files = list(files)
         self.limits = limits or Limits()
         self.text_view = text_view or TextViewConfig()
         self.startup_code = startup_code
-        self.isolate = isolate
+        self.sandbox = sandbox
         self.default_timeout = default_timeout
         self.extra_env = dict(extra_env or {})
         self.keep_workdir = keep_workdir
@@ -246,7 +246,7 @@ class ForkingKernelSession(KernelSession):
         self._started = True
 
     async def _start_family(self) -> None:
-        family = _Family(self.limits, use_bwrap(self.isolate), self.extra_env)
+        family = _Family(self.limits, use_bwrap(self.sandbox), self.extra_env)
         self._family = family
         family.members += 1
         fut = family.expect("root")
@@ -316,6 +316,10 @@ class ForkingKernelSession(KernelSession):
     @property
     def isolated(self) -> bool:
         return self._family is not None and self._family.bwrap is not None
+
+    @property
+    def isolation(self) -> dict[str, Any]:
+        return {"isolated": self.isolated, "mode": self.sandbox, "backend": "forking"}
 
     @property
     def is_alive(self) -> bool:
@@ -427,7 +431,7 @@ class ForkingKernelSession(KernelSession):
                 remove_tree(new_cwd)
                 raise
         child = ForkingKernelSession(limits=self.limits, text_view=self.text_view,
-                                     startup_code=self.startup_code, isolate=self.isolate,
+                                     startup_code=self.startup_code, sandbox=self.sandbox,
                                      default_timeout=self.default_timeout, extra_env=self.extra_env)
         child.cwd, child._own_workdir = new_cwd, True
         child._family = family

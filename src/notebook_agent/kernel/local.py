@@ -22,7 +22,7 @@ from typing import Any, Sequence
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
-from .base import ExecutionResult, KernelDiedError, KernelError, KernelSession, Limits, TextViewConfig
+from .base import ExecutionResult, SandboxMode, KernelDiedError, KernelError, KernelSession, Limits, TextViewConfig
 from .cell import dead_result, run_cell
 from .procs import kill_tree, process_tree
 from .sandbox import SandboxPaths, kernel_env, prepare_runtime, sandbox_command, use_bwrap
@@ -114,21 +114,22 @@ class LocalKernelSession(KernelSession):
     files: task files copied into the working directory (by base name).
     workdir: where to work; a fresh temporary directory (removed on close) when None. A directory
         you pass is never removed.
-    isolate: use bubblewrap: None = when it works here, True = required, False = never.
+    sandbox: "auto" isolates where bubblewrap works here (warning once where not), "require"
+        refuses to start without it, "off" never isolates.
     startup_code: run silently after every (re)start, e.g. imports.
     default_timeout: used when `execute` gets no timeout (None = no limit).
     """
 
     def __init__(self, files: Sequence[PathLike] = (), workdir: PathLike | None = None,
                  limits: Limits | None = None, text_view: TextViewConfig | None = None,
-                 startup_code: str | None = None, *, isolate: bool | None = None,
+                 startup_code: str | None = None, *, sandbox: SandboxMode = "auto",
                  default_timeout: float | None = None, kernel_argv: Sequence[str] = IPYKERNEL_ARGV,
                  extra_env: dict[str, str] | None = None, keep_workdir: bool = False) -> None:
         self.files = list(files)
         self.limits = limits or Limits()
         self.text_view = text_view or TextViewConfig()
         self.startup_code = startup_code
-        self.isolate = isolate
+        self.sandbox = sandbox
         self.default_timeout = default_timeout
         self.kernel_argv = list(kernel_argv)
         self.extra_env = dict(extra_env or {})
@@ -159,7 +160,7 @@ class LocalKernelSession(KernelSession):
         try:
             place_files(place_check, self.cwd)
             prepare_runtime(self._runtime)
-            self._bwrap = use_bwrap(self.isolate)
+            self._bwrap = use_bwrap(self.sandbox)
             await self._start_kernel()
         except BaseException:
             await self.close()
@@ -170,6 +171,10 @@ class LocalKernelSession(KernelSession):
     def isolated(self) -> bool:
         """Whether the kernel runs under bubblewrap."""
         return self._bwrap is not None
+
+    @property
+    def isolation(self) -> dict[str, Any]:
+        return {"isolated": self.isolated, "mode": self.sandbox, "backend": "local"}
 
     @property
     def pid(self) -> int | None:
@@ -299,7 +304,7 @@ class LocalKernelSession(KernelSession):
         if self._closed or not self._started:
             raise KernelError("cannot fork a session that is not running")
         child = LocalKernelSession(limits=self.limits, text_view=self.text_view,
-                                   startup_code=self.startup_code, isolate=self.isolate,
+                                   startup_code=self.startup_code, sandbox=self.sandbox,
                                    default_timeout=self.default_timeout, kernel_argv=self.kernel_argv,
                                    extra_env=self.extra_env)
         workdir, _ = make_workdir(None)

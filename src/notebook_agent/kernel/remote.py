@@ -31,7 +31,7 @@ import httpx
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from .base import ExecutionResult, KernelDiedError, KernelError, KernelSession, Limits, TextViewConfig
+from .base import ExecutionResult, KernelDiedError, KernelError, KernelSession, Limits, SandboxMode, TextViewConfig
 from .cell import dead_result, run_cell
 from .workspace import PathLike, check_files
 
@@ -92,7 +92,11 @@ class RemoteKernelSession(KernelSession):
                  limits: Limits | None = None, text_view: TextViewConfig | None = None,
                  startup_code: str | None = None, *, kernel_name: str = "python3",
                  default_timeout: float | None = None, keep_workdir: bool = False,
-                 request_timeout: float = 30.0) -> None:
+                 request_timeout: float = 30.0, sandbox: SandboxMode = "auto") -> None:
+        if sandbox == "require":
+            raise KernelError("sandbox 'require' cannot be met by the remote backend: a remote "
+                              "kernel is confined by its server, not by us (use --sandbox auto or off)")
+        self.sandbox = sandbox
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.files = list(files)
@@ -118,6 +122,11 @@ class RemoteKernelSession(KernelSession):
         self._closed = False
         self._lock = asyncio.Lock()
         self.history: list[str] = []
+
+    @property
+    def isolation(self) -> dict[str, Any]:
+        return {"isolated": False, "mode": self.sandbox, "backend": "remote",
+                "note": "confined by the server at " + self.base_url}
 
     # -- HTTP ----------------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:

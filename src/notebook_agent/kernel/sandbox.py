@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from .base import Limits
+from .base import SANDBOX_MODES, KernelError, Limits, SandboxMode
 
 log = logging.getLogger(__name__)
 
@@ -144,14 +144,16 @@ def bwrap_path() -> str | None:
     return exe
 
 
-def use_bwrap(isolate: bool | None) -> str | None:
-    """Resolve the `isolate` option: None = when available, True = required, False = never."""
-    if isolate is False:
+def use_bwrap(mode: SandboxMode) -> str | None:
+    """Resolve the sandbox mode: "auto" = when available, "require" = or fail, "off" = never."""
+    if mode not in SANDBOX_MODES:
+        raise ValueError(f"unknown sandbox mode {mode!r}: use one of {', '.join(SANDBOX_MODES)}")
+    if mode == "off":
         return None
     exe = bwrap_path()
-    if exe is None and isolate:
-        raise RuntimeError("isolate=True but bubblewrap is not installed or cannot create a "
-                           "sandbox here (try: apt-get install bubblewrap)")
+    if exe is None and mode == "require":
+        raise KernelError("sandbox 'require': bubblewrap is not installed or cannot create a "
+                          "sandbox here (try: apt-get install bubblewrap, or --sandbox off)")
     return exe
 
 
