@@ -270,8 +270,10 @@ async def test_isolation_no_network_and_readonly_outside(make, tmp_path: Path) -
     outside.write_text("host")
     r = await s.execute(f"open({str(outside)!r}, 'w').write('kernel')")
     assert r.status == "error" and outside.read_text() == "host"
-    r = await s.execute("open('/etc/evil', 'w')")
+    r = await s.execute("open('/usr/evil', 'w')")
     assert r.status == "error" and "Read-only file system" in r.text
+    r = await s.execute("open('/etc/evil', 'w')")  # /etc is the sandbox's own, not the host's
+    assert r.status == "error" and "Permission denied" in r.text and not Path("/etc/evil").exists()
     r = await s.execute("open('/tmp/scratch.txt', 'w').write('private'); 'ok'")
     assert r.ok and not Path("/tmp/scratch.txt").exists()  # /tmp is private to the sandbox
     r = await s.execute("open('mine.txt', 'w').write('ok')")

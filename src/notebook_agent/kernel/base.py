@@ -33,12 +33,15 @@ class Limits:
     None means "no limit". Defaults are meant for one agent working on one small task.
     """
 
-    memory_mb: int | None = 4096          # address-space limit; a runaway allocation raises MemoryError
-    max_processes: int | None = 256        # RLIMIT_NPROC-style cap on forks (fork bombs)
+    memory_mb: int | None = 4096          # per process (RLIMIT_AS: MemoryError) and, where a cgroup
+                                           # or the watchdog can, for the whole process tree
+    max_processes: int | None = 256        # processes (and threads) of the whole tree: fork bombs
     max_file_mb: int | None = 1024         # largest file the kernel may write
     cpu_threads: int = 1                   # BLAS / OpenMP / numexpr threads
     max_output_mb: float = 64.0            # outputs kept per cell; the rest is dropped with a note
     network: bool = False                  # only enforced where the sandbox (bubblewrap) allows
+    max_workdir_mb: int | None = 4096      # total size of the working directory (watchdog)
+    tmp_mb: int = 512                      # the sandbox's private /tmp and /dev/shm (host RAM), each
     interrupt_grace_s: float = 3.0         # after a timeout: wait this long for the interrupt, then kill
 
 

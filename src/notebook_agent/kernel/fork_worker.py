@@ -1,6 +1,6 @@
 """The forking kernel's worker: an IPython shell in a process that can fork itself.
 
-Runs inside the sandbox, started by path (`python fork_worker.py --socket S --token T`) with only
+Runs inside the sandbox, started by path (`python fork_worker.py --fd N`) with only
 the standard library and IPython, so that it works whatever the host's import path is.
 
 Process layout (one "family" per root session):
@@ -14,12 +14,14 @@ Every worker is a direct child of the supervisor, so closing or killing one sess
 its forks with it. Each worker gets SIGKILL when the supervisor dies, and the supervisor gets
 SIGKILL when the host dies (set by the launcher), so nothing outlives the host.
 
-Wire protocol: 4-byte big-endian length, then UTF-8 JSON. Host -> worker:
+Each worker talks to the host over its own end of a socketpair (fd N for the root worker; a
+fork's end arrives with the fork request, as SCM_RIGHTS). Wire protocol: 4-byte big-endian
+length, then UTF-8 JSON. Host -> worker:
   {"op": "execute", "id", "code", "silent", "max_output_bytes"}
-  {"op": "fork", "id", "cwd", "token"}      (the host already copied the working dir to cwd)
+  {"op": "fork", "id", "cwd"} + the child's channel fd  (the host already copied the working dir to cwd)
   {"op": "shutdown"}
 Worker -> host:
-  {"type": "hello", "token", "pid", "cwd"}
+  {"type": "hello", "pid"}       (the host takes the pid from the kernel's SCM_CREDENTIALS)
   {"type": "msg", "id", "msg_type", "content"}   (Jupyter-shaped: stream, display_data, error, ...)
   {"type": "done", "id", "status", "execution_count", "ename", "evalue"}
   {"type": "forked", "id"} / {"type": "fork_failed", "id", "error"}
@@ -58,10 +60,15 @@ def send_frame(sock: socket.socket, obj: dict[str, Any]) -> None:
     sock.sendall(struct.pack(">I", len(data)) + data)
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+def _recv_exact(sock: socket.socket, n: int, fds: list[int] | None = None) -> bytes | None:
+    """n bytes; file descriptors that arrive with them are appended to `fds`."""
     buf = bytearray()
     while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
+        if fds is not None:
+            chunk, got, _, _ = socket.recv_fds(sock, n - len(buf), 4)
+            fds.extend(got)
+        else:
+            chunk = sock.recv(n - len(buf))
         if not chunk:
             return None
         buf += chunk
@@ -69,11 +76,16 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
 
 
 def recv_frame(sock: socket.socket) -> dict[str, Any] | None:
-    head = _recv_exact(sock, 4)
+    fds: list[int] = []
+    head = _recv_exact(sock, 4, fds)
     if head is None:
         return None
     body = _recv_exact(sock, struct.unpack(">I", head)[0])
-    return None if body is None else json.loads(body)
+    if body is None:
+        return None
+    msg = json.loads(body)
+    msg["fds"] = fds
+    return msg
 
 
 # -- the worker ------------------------------------------------------------------------------
@@ -122,11 +134,9 @@ class Worker:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     # -- plumbing ---
-    def connect(self, path: str, token: str) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(path)
-        self.sock = sock
-        self._send({"type": "hello", "token": token, "pid": os.getpid(), "cwd": os.getcwd()})
+    def connect(self, fd: int) -> None:
+        self.sock = socket.socket(fileno=fd)
+        self._send({"type": "hello", "pid": os.getpid()})
 
     def _send(self, obj: dict[str, Any]) -> None:
         assert self.sock is not None
@@ -284,9 +294,15 @@ class Worker:
         (its exit, which tears down a copy of the address space, is off the critical path).
         """
         self.flush_streams()
+        if len(msg.get("fds") or []) != 1:
+            for fd in msg.get("fds") or []:
+                os.close(fd)
+            self._send({"type": "fork_failed", "id": msg["id"], "error": "no channel came with the request"})
+            return
         try:
             pid = os.fork()
         except OSError as exc:
+            os.close(msg["fds"][0])
             self._send({"type": "fork_failed", "id": msg["id"], "error": str(exc)})
             return
         if pid == 0:  # intermediate
@@ -296,6 +312,7 @@ class Worker:
                     self._become_fork(msg, intermediate)
             finally:
                 os._exit(0)
+        os.close(msg["fds"][0])  # the child's end is the child's
         self._intermediates.append(pid)
         self._send({"type": "forked", "id": msg["id"]})
 
@@ -329,21 +346,21 @@ class Worker:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != self.supervisor_pid:
             os._exit(1)  # the supervisor (and so the host) died meanwhile
-        self.connect(msg["socket"], msg["token"])
+        self.connect(msg["fds"][0])
         self.serve()
 
 
-def run_worker(sock_path: str, token: str, supervisor_pid: int) -> None:
+def run_worker(fd: int, supervisor_pid: int) -> None:
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != supervisor_pid:
         os._exit(1)
     os.setpgid(0, 0)
     worker = Worker(supervisor_pid)
-    worker.connect(sock_path, token)
+    worker.connect(fd)
     worker.serve()
 
 
-def supervise(sock_path: str, token: str) -> None:
+def supervise(fd: int) -> None:
     """Start the root worker, then adopt and reap every worker forked from it."""
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -351,9 +368,10 @@ def supervise(sock_path: str, token: str) -> None:
     if os.fork() == 0:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
-            run_worker(sock_path, token, me)
+            run_worker(fd, me)
         finally:
             os._exit(1)
+    os.close(fd)  # the worker's alone: its death is the host's EOF
     while True:
         try:
             os.wait()
@@ -365,10 +383,9 @@ def supervise(sock_path: str, token: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="fork_worker.py")
-    parser.add_argument("--socket", required=True)
-    parser.add_argument("--token", required=True)
+    parser.add_argument("--fd", type=int, required=True, help="the root worker's channel")
     args = parser.parse_args()
-    supervise(args.socket, args.token)
+    supervise(args.fd)
 
 
 if __name__ == "__main__":

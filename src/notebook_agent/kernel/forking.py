@@ -7,15 +7,22 @@ dicts like ipykernel's. `fork()` asks the worker to `os.fork()`: the child share
 copy-on-write, so the cost depends on the process size, not on how many cells ran. The working
 directory is copied for the child (files never leak between parent, child and siblings).
 
-All sessions forked from one root share a "family": one supervisor process in one sandbox, and
-one listening socket on the host. Closing a session kills only its worker; the family ends with
-its last session.
+All sessions forked from one root share a "family": one supervisor process in one sandbox (one
+uid, one cgroup for the whole tree). Closing a session kills only its worker; the family ends
+with its last session.
+
+The control channel is a socketpair per worker, never a path: the root worker inherits its end
+at start, and each fork's end travels to the parent worker with the fork request (SCM_RIGHTS).
+No listening socket exists that user code could connect to. The host learns each worker's pid
+from the kernel (SCM_CREDENTIALS), not from what the worker says, and buffers a bounded number
+of bytes per worker, so a worker that floods its own channel with forged frames only blocks
+itself.
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
-import itertools
 import json
 import logging
 import os
@@ -25,119 +32,152 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import psutil
 
-from .base import ExecutionResult, SandboxMode, KernelDiedError, KernelError, KernelSession, Limits, TextViewConfig
-from .cell import dead_result, run_cell
+from .base import KernelDiedError, KernelError, Limits
+from .cell import CellChannel
+from .cgroup import Cgroup
+from .lifecycle import SandboxedSession
 from .procs import kill_tree, process_tree
-from .sandbox import SandboxPaths, kernel_env, prepare_runtime, sandbox_command, use_bwrap
-from .workspace import PathLike, copy_workdir, make_workdir, place_files, remove_tree
+from .sandbox import SCRATCH, Confinement, SandboxPaths, kernel_env, private_dir, sandbox_command
+from .workspace import copy_workdir, remove_tree
 
 log = logging.getLogger(__name__)
 
 WORKER = Path(__file__).with_name("fork_worker.py")
 START_TIMEOUT_S = 60.0
 FORK_TIMEOUT_S = 60.0
+HELLO_MAX_BYTES = 4096
 _EOF: dict[str, Any] = {"type": "eof"}
+_UCRED = struct.Struct("3i")
 
 
-async def read_frame(reader: asyncio.StreamReader, max_bytes: int) -> dict[str, Any]:
-    """One length-prefixed JSON frame; an oversized one is skipped and reported as such."""
+async def read_frame(reader: asyncio.StreamReader, max_bytes: int) -> tuple[dict[str, Any], int]:
+    """One length-prefixed JSON frame and its size; an oversized one is skipped and reported
+    as such."""
     (n,) = struct.unpack(">I", await reader.readexactly(4))
     if n > max_bytes:
         left = n
         while left:
-            left -= len(await reader.read(min(left, 1 << 20)) or b"x" * left)
-        return {"type": "oversize", "bytes": n}
-    return json.loads(await reader.readexactly(n))
+            chunk = await reader.read(min(left, 1 << 20))
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"", left)
+            left -= len(chunk)
+        return {"type": "oversize", "bytes": n}, 0
+    return json.loads(await reader.readexactly(n)), n
 
 
-def write_frame(writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:
+def _frame(obj: dict[str, Any]) -> bytes:
     data = json.dumps(obj).encode()
-    writer.write(struct.pack(">I", len(data)) + data)
+    return struct.pack(">I", len(data)) + data
+
+
+def _channel_pair() -> tuple[socket.socket, socket.socket]:
+    """(host end, worker end); the host end reports each sender's credentials."""
+    host, worker = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    host.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    return host, worker
+
+
+def _read_hello(sock: socket.socket, timeout: float) -> int:
+    """Block for the worker's hello; return its host pid as the kernel reports it."""
+    sock.settimeout(timeout)
+    head, anc, _, _ = sock.recvmsg(4, socket.CMSG_SPACE(_UCRED.size))
+    pid = None
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            pid = _UCRED.unpack(data[:_UCRED.size])[0]
+    if len(head) < 4 or pid is None:
+        raise KernelError("the worker closed its channel before saying hello")
+    (n,) = struct.unpack(">I", head if len(head) == 4 else head + sock.recv(4 - len(head)))
+    if n > HELLO_MAX_BYTES:
+        raise KernelError("the worker's hello is malformed")
+    body = b""
+    while len(body) < n:
+        chunk = sock.recv(n - len(body))
+        if not chunk:
+            raise KernelError("the worker closed its channel during hello")
+        body += chunk
+    if json.loads(body).get("type") != "hello":
+        raise KernelError("the worker's first frame is not a hello")
+    sock.settimeout(None)
+    sock.setblocking(False)
+    return pid
 
 
 @dataclass
 class _Conn:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
-    pid: int           # the worker's pid as the host sees it (SO_PEERCRED), even across PID namespaces
-    cwd: str
+    sock: socket.socket
+    pid: int           # the worker's host pid, from SCM_CREDENTIALS
+
+
+async def _connect(sock: socket.socket, timeout: float, why_dead: Any) -> _Conn:
+    try:
+        pid = await asyncio.to_thread(_read_hello, sock, timeout)
+    except (OSError, ValueError) as exc:
+        sock.close()
+        raise KernelError(f"no worker answered ({exc}):\n{why_dead()}") from exc
+    except BaseException:
+        sock.close()
+        raise
+    reader, writer = await asyncio.open_unix_connection(sock=sock)
+    return _Conn(reader, writer, sock, pid)
 
 
 class _Family:
-    """One supervisor process (in one sandbox) and the host socket its workers connect to."""
+    """One supervisor process in one sandbox, and the directory forks work in."""
 
-    def __init__(self, limits: Limits, bwrap: str | None, extra_env: dict[str, str]) -> None:
-        self.limits, self.bwrap, self.extra_env = limits, bwrap, extra_env
-        self.runtime = Path(tempfile.mkdtemp(prefix="naf-")).resolve()
-        self.forks_dir = self.runtime / "forks"
-        self.sock_path = str(self.runtime / "s")
+    def __init__(self, limits: Limits, confinement: Confinement, extra_env: dict[str, str]) -> None:
+        self.limits, self.confinement, self.extra_env = limits, confinement, extra_env
+        self.run_dir = private_dir("na-fam-")
+        # Forks' working directories: the host makes each (random name, owned by the sandbox's
+        # user); the directory itself stays the host's, so the kernel cannot add names to it.
+        self.forks_dir = self.run_dir / "forks"
+        self.forks_dir.mkdir(mode=0o755)
         self.proc: subprocess.Popen[bytes] | None = None
-        self.server: asyncio.AbstractServer | None = None
+        self.cgroup: Cgroup | None = None
         self.members = 0
-        self._pending: dict[str, asyncio.Future[_Conn]] = {}
-        self._fork_ids = itertools.count(1)
 
-    async def start(self, workdir: Path) -> None:
-        prepare_runtime(self.runtime)
-        self.forks_dir.mkdir()
-        self.server = await asyncio.start_unix_server(self._on_connect, path=self.sock_path)
-        argv = [sys.executable, str(WORKER), "--socket", self.sock_path, "--token", "root"]
-        paths = SandboxPaths(workdir=workdir, runtime=self.runtime)
-        cmd = sandbox_command(argv, paths, self.limits, self.bwrap)
-        env = kernel_env(workdir, self.runtime, self.limits, self.extra_env)
-        with open(self.runtime / "worker.log", "ab") as log_file:
-            self.proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdin=subprocess.DEVNULL,
-                                         stdout=log_file, stderr=log_file, start_new_session=True)
-
-    def expect(self, token: str) -> asyncio.Future[_Conn]:
-        fut: asyncio.Future[_Conn] = asyncio.get_running_loop().create_future()
-        self._pending[token] = fut
-        return fut
-
-    async def wait_for(self, token: str, fut: asyncio.Future[_Conn], timeout: float) -> _Conn:
-        """The connection of a new worker; fails fast if the supervisor dies first."""
-        end = time.monotonic() + timeout
+    async def start(self, workdir: Path) -> _Conn:
+        uid = self.confinement.uid
+        self.cgroup = Cgroup.create(self.limits.memory_mb, self.limits.max_processes)
+        self.confinement.cgroup = self.cgroup.describe() if self.cgroup else None
+        host_end, worker_end = _channel_pair()
+        fd = worker_end.fileno()
+        argv = [sys.executable, "-I", str(WORKER), "--fd", str(fd)]
+        if self.confinement.bwrap:
+            paths = SandboxPaths(workdir=workdir, writable=[self.forks_dir])
+            if uid is not None:
+                from .sandbox import write_identity
+                paths.read_only.update(write_identity(self.run_dir, uid, workdir))
+            scratch: str | Path = SCRATCH
+        else:
+            paths, scratch = SandboxPaths(workdir=workdir), self.run_dir / "scratch"
+        cmd = sandbox_command(argv, paths, self.limits, self.confinement,
+                              self.cgroup.procs_files if self.cgroup else ())
+        env = kernel_env(workdir, scratch, self.limits, self.extra_env)
         try:
-            while True:
-                done, _ = await asyncio.wait({fut}, timeout=0.1)
-                if done:
-                    return fut.result()
-                if self.proc is None or self.proc.poll() is not None:
-                    raise KernelError(f"the forking kernel exited during start-up:\n{self.log_tail()}")
-                if time.monotonic() > end:
-                    raise KernelError(f"no worker connected within {timeout:g} s:\n{self.log_tail()}")
+            with open(self.run_dir / "worker.log", "ab") as log_file:
+                self.proc = subprocess.Popen(cmd, env=env, cwd="/", stdin=subprocess.DEVNULL,
+                                             stdout=log_file, stderr=log_file, start_new_session=True,
+                                             pass_fds=(fd,))
         finally:
-            self._pending.pop(token, None)
-
-    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            hello = await asyncio.wait_for(read_frame(reader, 1 << 20), 30)
-            raw = writer.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                             struct.calcsize("3i"))
-            pid = struct.unpack("3i", raw)[0]
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError, struct.error):
-            writer.close()
-            return
-        fut = self._pending.get(str(hello.get("token")))
-        if fut is None or fut.done():
-            writer.close()  # nobody asked for this worker
-            return
-        fut.set_result(_Conn(reader, writer, pid, str(hello.get("cwd", ""))))
+            worker_end.close()
+        return await _connect(host_end, START_TIMEOUT_S, self.log_tail)
 
     def new_fork_dir(self) -> Path:
-        return self.forks_dir / f"f{next(self._fork_ids)}"
+        return self.forks_dir / f"f-{secrets.token_hex(8)}"
 
     def log_tail(self, n: int = 2000) -> str:
         try:
-            return (self.runtime / "worker.log").read_text(errors="replace")[-n:]
+            return (self.run_dir / "worker.log").read_text(errors="replace")[-n:]
         except OSError:
             return ""
 
@@ -149,17 +189,17 @@ class _Family:
     async def close(self) -> None:
         if self.proc is not None:
             kill_tree(process_tree(self.proc.pid))
+            if self.cgroup is not None:
+                self.cgroup.kill_all()
             try:
-                self.proc.wait(timeout=5)
+                await asyncio.to_thread(self.proc.wait, 5)
             except subprocess.TimeoutExpired:
                 log.warning("forking kernel supervisor %d did not exit", self.proc.pid)
             self.proc = None
-        if self.server is not None:
-            self.server.close()
-            self.server = None
-        for fut in self._pending.values():
-            fut.cancel()
-        remove_tree(self.runtime)
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
+        remove_tree(self.run_dir)
 
 
 class _WorkerChannel:
@@ -181,82 +221,60 @@ class _WorkerChannel:
                 return "stream", {"name": "stderr", "text": f"[an output of {frame['bytes'] / 1e6:.1f} MB was dropped]\n"}
             if str(frame.get("id")) != cell_id:
                 continue
-            if frame["type"] == "done":
+            if frame.get("type") == "done":
                 return "done", frame
-            if frame["type"] == "msg":
-                return frame["msg_type"], frame["content"]
+            if frame.get("type") == "msg" and isinstance(frame.get("content"), dict):
+                return str(frame.get("msg_type")), frame["content"]
 
     async def alive(self) -> bool:
-        return self.s.is_alive
+        return await self.s._alive()
 
     async def interrupt(self) -> None:
         self.s._signal(signal.SIGINT)
 
     async def kill(self) -> None:
-        await self.s._kill_worker("killed after ignoring an interrupt")
+        await self.s._kill("killed after ignoring an interrupt")
 
     def exit_description(self) -> str:
         return self.s._death_note or "its process exited or was killed; it may have run out of memory"
 
 
-class ForkingKernelSession(KernelSession):
-    """A session on our forking IPython worker. Same options as `LocalKernelSession`."""
+class ForkingKernelSession(SandboxedSession):
+    """A session on our forking IPython worker. Same options as `SandboxedSession`."""
 
-    def __init__(self, files: Sequence[PathLike] = (), workdir: PathLike | None = None,
-                 limits: Limits | None = None, text_view: TextViewConfig | None = None,
-                 startup_code: str | None = None, *, sandbox: SandboxMode = "auto",
-                 default_timeout: float | None = None, extra_env: dict[str, str] | None = None,
-                 keep_workdir: bool = False) -> None:
-        self.files = list(files)
-        self.limits = limits or Limits()
-        self.text_view = text_view or TextViewConfig()
-        self.startup_code = startup_code
-        self.sandbox = sandbox
-        self.default_timeout = default_timeout
-        self.extra_env = dict(extra_env or {})
-        self.keep_workdir = keep_workdir
-        self._workdir_arg = workdir
-        self.cwd = Path(workdir) if workdir is not None else Path()
-        self._own_workdir = False
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._family: _Family | None = None
         self._conn: _Conn | None = None
-        self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1024)
+        self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._inbox_bytes = 0
+        self._inbox_room = asyncio.Event()
         self._reader_task: asyncio.Task[None] | None = None
-        self._ids = itertools.count(1)
-        self._lock = asyncio.Lock()
-        self._started = False
-        self._closed = False
-        self._death_note = ""
-        self.history: list[str] = []  # cells that ran ok (for reference; forks do not replay them)
+        self._ids = iter(range(1, 1 << 62))
 
-    # -- lifecycle -----------------------------------------------------------------------------
-    async def start(self) -> None:
-        if self._closed:
-            raise KernelError("session is closed")
-        if self._started:
-            return
-        self.cwd, _ = make_workdir(self._workdir_arg)
-        self._own_workdir = self._workdir_arg is None  # a directory the caller named is never removed
-        try:
-            place_files(self.files, self.cwd)
-            await self._start_family()
-        except BaseException:
-            await self.close()
-            raise
-        self._started = True
+    @property
+    def pid(self) -> int | None:
+        """The worker's host pid."""
+        return self._conn.pid if self._conn else None
 
-    async def _start_family(self) -> None:
-        family = _Family(self.limits, use_bwrap(self.sandbox), self.extra_env)
+    @property
+    def _buffer_budget(self) -> int:
+        """Bytes of frames buffered per worker before the host stops reading it."""
+        return int(2 * self.limits.max_output_mb * 1e6) + (1 << 20)
+
+    # -- hooks -----------------------------------------------------------------------------------
+    async def _launch(self) -> None:
+        if self._family is not None:
+            await self._family.release()
+        family = _Family(self.limits, Confinement(self.confinement.mode, self.confinement.bwrap,
+                                                  self.confinement.uid), self.extra_env)
         self._family = family
         family.members += 1
-        fut = family.expect("root")
-        await family.start(self.cwd)
-        self._attach(await family.wait_for("root", fut, START_TIMEOUT_S))
-        if self.startup_code:
-            await self._run_startup()
+        self._attach(await family.start(self.cwd))
+        self.confinement = family.confinement
 
-    async def _run_startup(self) -> None:
-        cell_id = await self._send_op("execute", code=self.startup_code, silent=True)
+    async def _startup(self, code: str) -> None:
+        cell_id = await self._send_op("execute", code=code, silent=True)
         while True:
             frame = await self._next_frame(START_TIMEOUT_S)
             if frame is None or frame is _EOF:
@@ -266,24 +284,61 @@ class ForkingKernelSession(KernelSession):
                     raise KernelError(f"startup code failed: {frame.get('ename')}: {frame.get('evalue')}")
                 return
 
+    def _channel(self) -> CellChannel:
+        return _WorkerChannel(self)
+
+    async def _alive(self) -> bool:
+        return self.is_alive
+
+    async def _kill(self, note: str = "") -> None:
+        if note:
+            self._death_note = note
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        pids = process_tree(conn.pid)
+        try:
+            os.killpg(os.getpgid(conn.pid), signal.SIGKILL)  # the worker and what it started
+        except OSError:
+            pass
+        kill_tree(pids)
+        conn.writer.close()
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            self._reader_task = None
+        self._inbox.put_nowait(_EOF)
+
+    async def _release(self) -> None:
+        if self._family is not None:
+            await self._family.release()
+            self._family = None
+
+    # -- the channel -----------------------------------------------------------------------------
     def _attach(self, conn: _Conn) -> None:
         self._conn = conn
-        self._death_note = ""
-        self._inbox = asyncio.Queue(maxsize=1024)
-        self._reader_task = asyncio.get_running_loop().create_task(self._read_loop(conn, self._inbox))
+        self._inbox = asyncio.Queue()
+        self._inbox_bytes = 0
+        self._inbox_room = asyncio.Event()
+        self._inbox_room.set()
+        self._reader_task = asyncio.get_running_loop().create_task(self._read_loop(conn))
 
-    async def _read_loop(self, conn: _Conn, inbox: asyncio.Queue[dict[str, Any]]) -> None:
-        max_frame = int(2 * self.limits.max_output_mb * 1e6) + (1 << 20)
+    async def _read_loop(self, conn: _Conn) -> None:
+        inbox = self._inbox
         try:
             while True:
-                await inbox.put(await read_frame(conn.reader, max_frame))
+                await self._inbox_room.wait()
+                frame, size = await read_frame(conn.reader, self._buffer_budget)
+                if not isinstance(frame, dict):
+                    raise ValueError("a frame that is not an object")
+                frame["_bytes"] = size
+                self._inbox_bytes += size
+                if self._inbox_bytes > self._buffer_budget:
+                    self._inbox_room.clear()  # the worker blocks on its writes until we catch up
+                inbox.put_nowait(frame)
         except (asyncio.IncompleteReadError, ConnectionError, OSError, ValueError):
             pass
         finally:
-            try:
-                inbox.put_nowait(_EOF)
-            except asyncio.QueueFull:
-                pass
+            inbox.put_nowait(_EOF)
 
     async def _next_frame(self, timeout: float) -> dict[str, Any] | None:
         """The next frame from the worker, None on timeout; raises KernelDiedError at EOF."""
@@ -294,32 +349,30 @@ class ForkingKernelSession(KernelSession):
         if frame is _EOF:
             self._inbox.put_nowait(_EOF)  # stays dead for later readers
             raise KernelDiedError(self._death_note or "worker connection closed")
+        self._inbox_bytes -= frame.pop("_bytes", 0)
+        if self._inbox_bytes <= self._buffer_budget:
+            self._inbox_room.set()
         return frame
 
-    async def _send_op(self, op: str, **fields: Any) -> int:
+    async def _send_op(self, op: str, fds: tuple[int, ...] = (), **fields: Any) -> int:
         if self._conn is None:
             raise KernelDiedError("no worker")
         msg_id = next(self._ids)
         fields.setdefault("max_output_bytes", int(self.limits.max_output_mb * 1e6))
-        write_frame(self._conn.writer, {"op": op, "id": msg_id, **fields})
+        data = _frame({"op": op, "id": msg_id, **fields})
+        writer = self._conn.writer
         try:
-            await self._conn.writer.drain()
+            if not fds:
+                writer.write(data)
+                await writer.drain()
+                return msg_id
+            await writer.drain()
+            while writer.transport.get_write_buffer_size():
+                await asyncio.sleep(0.001)
+            await asyncio.to_thread(_send_with_fds, self._conn.sock, data, fds)
         except (ConnectionError, OSError) as exc:
             raise KernelDiedError(str(exc)) from exc
         return msg_id
-
-    @property
-    def pid(self) -> int | None:
-        """The worker's host pid."""
-        return self._conn.pid if self._conn else None
-
-    @property
-    def isolated(self) -> bool:
-        return self._family is not None and self._family.bwrap is not None
-
-    @property
-    def isolation(self) -> dict[str, Any]:
-        return {"isolated": self.isolated, "mode": self.sandbox, "backend": "forking"}
 
     @property
     def is_alive(self) -> bool:
@@ -341,66 +394,7 @@ class ForkingKernelSession(KernelSession):
             except OSError:
                 pass
 
-    async def _kill_worker(self, note: str = "") -> None:
-        if note:
-            self._death_note = note
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        pids = process_tree(conn.pid)
-        self._signal_pid_group(conn.pid)
-        kill_tree(pids)
-        conn.writer.close()
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-            self._reader_task = None
-        try:
-            self._inbox.put_nowait(_EOF)
-        except asyncio.QueueFull:
-            pass
-
-    @staticmethod
-    def _signal_pid_group(pid: int) -> None:
-        try:
-            os.killpg(os.getpgid(pid), signal.SIGKILL)
-        except OSError:
-            pass
-
-    async def restart(self) -> None:
-        if self._closed:
-            raise KernelError("session is closed")
-        async with self._lock:
-            await self._kill_worker()
-            if self._family is not None:
-                await self._family.release()
-            self.history.clear()
-            await self._start_family()
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await self._kill_worker()
-        if self._family is not None:
-            await self._family.release()
-            self._family = None
-        if self._own_workdir and not self.keep_workdir:
-            remove_tree(self.cwd)
-
-    # -- execution -----------------------------------------------------------------------------
-    async def execute(self, code: str, timeout: float | None = None) -> ExecutionResult:
-        if self._closed or not self._started:
-            raise KernelError("session is closed" if self._closed else "session not started: await start() first")
-        async with self._lock:
-            if not self.is_alive:
-                return dead_result(code, _WorkerChannel(self).exit_description(), self.text_view)
-            result = await run_cell(_WorkerChannel(self), code,
-                                    timeout if timeout is not None else self.default_timeout,
-                                    self.limits, self.text_view)
-            if result.status == "ok":
-                self.history.append(code)
-            return result
-
+    # -- forking ---------------------------------------------------------------------------------
     async def fork(self) -> "ForkingKernelSession":
         """A child with the same variables (copy-on-write) and a copy of the working directory."""
         if self._closed or not self._started:
@@ -410,20 +404,24 @@ class ForkingKernelSession(KernelSession):
             if family is None or not self.is_alive:
                 raise KernelError(f"cannot fork: the kernel is dead ({self._death_note or 'exited'}); restart() first")
             new_cwd = family.new_fork_dir()
-            await asyncio.to_thread(copy_workdir, self.cwd, new_cwd)
-            token = secrets.token_hex(8)
-            fut = family.expect(token)
             try:
-                fork_id = await self._send_op("fork", cwd=str(new_cwd), token=token, socket=family.sock_path)
+                await asyncio.to_thread(copy_workdir, self.cwd, new_cwd, self.confinement.uid)
+                host_end, worker_end = _channel_pair()
+                try:
+                    fork_id = await self._send_op("fork", fds=(worker_end.fileno(),), cwd=str(new_cwd))
+                finally:
+                    worker_end.close()
                 while True:
                     frame = await self._next_frame(FORK_TIMEOUT_S)
                     if frame is None:
+                        host_end.close()
                         raise KernelError("the worker did not answer the fork request")
-                    if frame.get("id") == fork_id and frame["type"] in ("forked", "fork_failed"):
+                    if frame.get("id") == fork_id and frame.get("type") in ("forked", "fork_failed"):
                         break
                 if frame["type"] == "fork_failed":
+                    host_end.close()
                     raise KernelError(f"fork failed in the worker: {frame.get('error')}")
-                conn = await family.wait_for(token, fut, FORK_TIMEOUT_S)
+                conn = await _connect(host_end, FORK_TIMEOUT_S, family.log_tail)
             except KernelDiedError as exc:
                 remove_tree(new_cwd)
                 raise KernelError(f"cannot fork: the kernel died ({exc})") from exc
@@ -434,9 +432,28 @@ class ForkingKernelSession(KernelSession):
                                      startup_code=self.startup_code, sandbox=self.sandbox,
                                      default_timeout=self.default_timeout, extra_env=self.extra_env)
         child.cwd, child._own_workdir = new_cwd, True
+        child.confinement = self.confinement
+        child.run_dir = private_dir("na-run-")
         child._family = family
         family.members += 1
         child._attach(conn)
         child.history = list(self.history)
         child._started = True
+        child._watchdog = asyncio.get_running_loop().create_task(child._watch())
         return child
+
+
+def _send_with_fds(sock: socket.socket, data: bytes, fds: tuple[int, ...]) -> None:
+    """Send one frame with file descriptors attached to its first byte."""
+    end = time.monotonic() + 10
+    sent = 0
+    while sent < len(data):
+        try:
+            if sent == 0:
+                sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+            else:
+                sent += sock.send(data[sent:])
+        except BlockingIOError:
+            if time.monotonic() > end:
+                raise OSError("the worker is not reading its channel")
+            time.sleep(0.001)

@@ -1,9 +1,13 @@
 """A local ipykernel, started and driven through jupyter_client, inside our sandbox.
 
-The kernel is started from a private kernelspec whose argv is the sandbox command (launcher with
-rlimits and parent-death signal, then bubblewrap when available, then `ipykernel_launcher`).
-It talks to the host over ZeroMQ `ipc` sockets in a private runtime directory: Unix sockets keep
-working when the kernel has no network namespace, and need no TCP ports.
+The kernel is started from a private kernelspec whose argv is the sandbox command (launcher,
+bubblewrap when available, launcher again, then `ipykernel_launcher`). It talks to the host over
+ZeroMQ `ipc` sockets: Unix sockets keep working when the kernel has no network namespace, and
+need no TCP ports. The sockets live in a directory made fresh for each launch; the kernel must
+be able to create them there, so the host connects only once ipykernel (before any user code)
+has made all five, after checking each is a socket and not a link, and never reconnects: a
+kernel that later swaps a socket for a link to something else finds nobody following it. The
+connection file, kernelspec and log stay in the host-private run directory.
 """
 
 from __future__ import annotations
@@ -11,28 +15,33 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import queue
 import signal
+import stat
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import psutil
+import zmq
+import zmq.asyncio
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
-from .base import ExecutionResult, SandboxMode, KernelDiedError, KernelError, KernelSession, Limits, TextViewConfig
-from .cell import dead_result, run_cell
-from .procs import kill_tree, process_tree
-from .sandbox import SandboxPaths, kernel_env, prepare_runtime, sandbox_command, use_bwrap
-from .workspace import PathLike, copy_workdir, make_workdir, place_files, remove_tree
+from .base import KernelDiedError, KernelError
+from .cell import CellChannel
+from .lifecycle import SandboxedSession
+from .sandbox import RUN_DIR, SCRATCH, SandboxPaths, kernel_env, sandbox_command
+from .workspace import copy_workdir, make_workdir
 
 log = logging.getLogger(__name__)
 
 KERNEL_NAME = "notebook-agent-python"
 IPYKERNEL_ARGV = (sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}")
 START_TIMEOUT_S = 60.0
+PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 
 
 def describe_exit(code: int | None) -> str:
@@ -50,7 +59,7 @@ def describe_exit(code: int | None) -> str:
 
 
 class _JupyterChannel:
-    """`CellChannel` over a jupyter_client manager and client."""
+    """`CellChannel` over a jupyter_client client."""
 
     def __init__(self, session: "LocalKernelSession") -> None:
         self.s = session
@@ -92,89 +101,32 @@ class _JupyterChannel:
         return {}
 
     async def alive(self) -> bool:
-        return await self.s._kernel_alive()
+        return await self.s._alive()
 
     async def interrupt(self) -> None:
-        if self.s._km is not None:
-            try:
-                await self.s._km.interrupt_kernel()
-            except (RuntimeError, OSError) as exc:
-                log.warning("interrupt failed: %s", exc)
+        self.s._interrupt()
 
     async def kill(self) -> None:
-        await self.s._kill_kernel(note="killed after ignoring an interrupt")
+        await self.s._kill(note="killed after ignoring an interrupt")
 
     def exit_description(self) -> str:
         return self.s._exit_description()
 
 
-class LocalKernelSession(KernelSession):
+class LocalKernelSession(SandboxedSession):
     """One ipykernel in its own working directory, sandboxed, on this machine.
 
-    files: task files copied into the working directory (by base name).
-    workdir: where to work; a fresh temporary directory (removed on close) when None. A directory
-        you pass is never removed.
-    sandbox: "auto" isolates where bubblewrap works here (warning once where not), "require"
-        refuses to start without it, "off" never isolates.
-    startup_code: run silently after every (re)start, e.g. imports.
-    default_timeout: used when `execute` gets no timeout (None = no limit).
+    Options are `SandboxedSession`'s, plus `kernel_argv` (the kernel's command; "{connection_file}"
+    is replaced by the path of the connection file as the kernel sees it).
     """
 
-    def __init__(self, files: Sequence[PathLike] = (), workdir: PathLike | None = None,
-                 limits: Limits | None = None, text_view: TextViewConfig | None = None,
-                 startup_code: str | None = None, *, sandbox: SandboxMode = "auto",
-                 default_timeout: float | None = None, kernel_argv: Sequence[str] = IPYKERNEL_ARGV,
-                 extra_env: dict[str, str] | None = None, keep_workdir: bool = False) -> None:
-        self.files = list(files)
-        self.limits = limits or Limits()
-        self.text_view = text_view or TextViewConfig()
-        self.startup_code = startup_code
-        self.sandbox = sandbox
-        self.default_timeout = default_timeout
+    def __init__(self, *args: Any, kernel_argv: Sequence[str] = IPYKERNEL_ARGV, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.kernel_argv = list(kernel_argv)
-        self.extra_env = dict(extra_env or {})
-        self.keep_workdir = keep_workdir
-        self._workdir_arg = workdir
-        self.cwd = Path(workdir) if workdir is not None else Path()
-        self._own_workdir = False
-        self._runtime: Path | None = None
         self._km: AsyncKernelManager | None = None
         self._kc: Any = None
-        self._bwrap: str | None = None
-        self._started = False
-        self._closed = False
-        self._death_note = ""
-        self._lock = asyncio.Lock()
-        self.history: list[str] = []  # cells that ran ok, in order (what a replay fork re-runs)
-
-    # -- lifecycle -----------------------------------------------------------------------------
-    async def start(self) -> None:
-        if self._closed:
-            raise KernelError("session is closed")
-        if self._started:
-            return
-        place_check = list(self.files)
-        self.cwd, _ = make_workdir(self._workdir_arg)
-        self._own_workdir = self._workdir_arg is None  # a directory the caller named is never removed
-        self._runtime = Path(tempfile.mkdtemp(prefix="nak-")).resolve()
-        try:
-            place_files(place_check, self.cwd)
-            prepare_runtime(self._runtime)
-            self._bwrap = use_bwrap(self.sandbox)
-            await self._start_kernel()
-        except BaseException:
-            await self.close()
-            raise
-        self._started = True
-
-    @property
-    def isolated(self) -> bool:
-        """Whether the kernel runs under bubblewrap."""
-        return self._bwrap is not None
-
-    @property
-    def isolation(self) -> dict[str, Any]:
-        return {"isolated": self.isolated, "mode": self.sandbox, "backend": "local"}
+        self._ctx: zmq.asyncio.Context | None = None
+        self._launches = 0
 
     @property
     def pid(self) -> int | None:
@@ -189,62 +141,112 @@ class LocalKernelSession(KernelSession):
             raise KernelError("no kernel running")
         return self._km.get_connection_info()
 
-    async def _start_kernel(self) -> None:
-        assert self._runtime is not None
-        paths = SandboxPaths(workdir=self.cwd, runtime=self._runtime)
-        argv = sandbox_command(self.kernel_argv, paths, self.limits, self._bwrap)
-        spec_dir = self._runtime / "kernels" / KERNEL_NAME
+    # -- hooks -----------------------------------------------------------------------------------
+    async def _launch(self) -> None:
+        assert self.run_dir is not None
+        self._launches += 1
+        n = self._launches
+        uid = self.confinement.uid
+        # Kernel-writable: the sockets' directory, fresh for each launch.
+        sock_dir = self.run_dir / f"sock{n}"
+        sock_dir.mkdir(mode=0o700)
+        if uid is not None:
+            os.chown(sock_dir, uid, uid)
+        conn_file = self.run_dir / f"connection{n}.json"
+        bwrap = self.confinement.bwrap is not None
+        if bwrap:
+            paths = SandboxPaths(workdir=self.cwd, writable=[sock_dir],
+                                 read_only={conn_file: f"{RUN_DIR}/connection.json"})
+            if uid is not None:
+                paths.read_only.update({self.run_dir / "passwd": "/etc/passwd", self.run_dir / "group": "/etc/group"})
+            scratch: str | Path = SCRATCH
+            argv = [a.replace("{connection_file}", f"{RUN_DIR}/connection.json") for a in self.kernel_argv]
+        else:
+            paths = SandboxPaths(workdir=self.cwd)
+            scratch = self.run_dir / f"scratch{n}"
+            argv = list(self.kernel_argv)
+        cgroup = self._new_cgroup()
+        cmd = sandbox_command(argv, paths, self.limits, self.confinement,
+                              cgroup.procs_files if cgroup else ())
+        spec_dir = self.run_dir / "kernels" / KERNEL_NAME
         spec_dir.mkdir(parents=True, exist_ok=True)
-        spec = {"argv": argv, "display_name": "notebook-agent (sandboxed)", "language": "python",
-                # Under bubblewrap the kernel is in its own PID namespace: ask it to interrupt
-                # itself (control-channel message) rather than signalling a process group.
-                "interrupt_mode": "message" if self._bwrap else "signal", "env": {}}
+        spec = {"argv": cmd, "display_name": "notebook-agent (sandboxed)", "language": "python",
+                "interrupt_mode": "signal", "env": {}}
         (spec_dir / "kernel.json").write_text(json.dumps(spec))
-        ksm = KernelSpecManager(kernel_dirs=[str(self._runtime / "kernels")], ensure_native_kernel=False)
+        ksm = KernelSpecManager(kernel_dirs=[str(self.run_dir / "kernels")], ensure_native_kernel=False)
+        # No reconnects: a socket path is resolved once, when we know what it is.
+        self._ctx = zmq.asyncio.Context()
+        self._ctx.setsockopt(zmq.RECONNECT_IVL, -1)
         self._km = AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=ksm, transport="ipc",
-                                      ip=str(self._runtime / "k"),
-                                      connection_file=str(self._runtime / "connection.json"))
-        env = kernel_env(self.cwd, self._runtime, self.limits, self.extra_env)
-        log_file = open(self._runtime / "kernel.log", "ab")
-        try:
+                                      ip=str(sock_dir / "k"), connection_file=str(conn_file),
+                                      context=self._ctx)
+        self._km.write_connection_file()  # written once, here, and made readable by the kernel's user
+        if uid is not None:
+            os.chown(conn_file, uid, uid)
+        env = kernel_env(self.cwd, scratch, self.limits, self.extra_env)
+        with open(self.run_dir / "kernel.log", "ab") as log_file:
             await self._km.start_kernel(env=env, cwd=str(self.cwd), stdout=log_file, stderr=log_file)
-        finally:
-            log_file.close()
-        self._kc = self._km.client()
-        self._kc.start_channels()
+        await self._await_sockets(sock_dir)
+        self._kc = self._km.client(context=self._ctx)
+        self._kc.start_channels(hb=False)
         try:
             await self._kc.wait_for_ready(timeout=START_TIMEOUT_S)
         except (RuntimeError, TimeoutError) as exc:
             raise KernelError(f"kernel failed to start: {exc}\n{self._log_tail()}") from exc
-        self._death_note = ""
-        if self.startup_code:
-            reply = await self._kc.execute(self.startup_code, silent=True, store_history=False,
-                                           reply=True, timeout=START_TIMEOUT_S)
-            content = reply["content"]
-            if content.get("status") != "ok":
-                raise KernelError(f"startup code failed: {content.get('ename')}: {content.get('evalue')}")
 
-    def _log_tail(self, n: int = 2000) -> str:
-        try:
-            return (self._runtime / "kernel.log").read_text(errors="replace")[-n:]  # type: ignore[operator]
-        except OSError:
-            return ""
+    async def _await_sockets(self, sock_dir: Path) -> None:
+        """Wait until the kernel has bound its five sockets; refuse anything but sockets."""
+        assert self._km is not None
+        info = self._km.get_connection_info()
+        names = [f"k-{info[p]}" for p in PORTS]
+        end = time.monotonic() + START_TIMEOUT_S
+        while True:
+            ready = 0
+            for name in names:
+                try:
+                    st = os.lstat(sock_dir / name)
+                except FileNotFoundError:
+                    continue
+                if not stat.S_ISSOCK(st.st_mode):
+                    raise KernelError(f"kernel start-up: {name} is not a socket")
+                ready += 1
+            if ready == len(names):
+                return
+            if not await self._alive():
+                raise KernelError(f"kernel failed to start: {self._exit_description()}\n{self._log_tail()}")
+            if time.monotonic() > end:
+                raise KernelError(f"kernel failed to start within {START_TIMEOUT_S:g} s\n{self._log_tail()}")
+            await asyncio.sleep(0.01)
 
-    async def _kernel_alive(self) -> bool:
+    async def _startup(self, code: str) -> None:
+        reply = await self._kc.execute(code, silent=True, store_history=False, reply=True, timeout=START_TIMEOUT_S)
+        content = reply["content"]
+        if content.get("status") != "ok":
+            raise KernelError(f"startup code failed: {content.get('ename')}: {content.get('evalue')}")
+
+    def _channel(self) -> CellChannel:
+        return _JupyterChannel(self)
+
+    async def _alive(self) -> bool:
         return self._km is not None and self._km.has_kernel and await self._km.is_alive()
 
-    def _exit_description(self) -> str:
-        if self._death_note:
-            return self._death_note
-        prov = getattr(self._km, "provisioner", None)
-        proc = getattr(prov, "process", None)
-        return describe_exit(proc.poll() if proc is not None else None)
+    def _interrupt(self) -> None:
+        """SIGINT to ipykernel itself (a grandchild in its own PID namespace and session, where
+        a signal to the launcher's process group would not reach it)."""
+        procs = _children(self.pid)
+        target = next((p for p in procs if _is_kernel(p)), procs[0] if procs else None)
+        if target is None:
+            log.warning("interrupt: no kernel process found under %s", self.pid)
+            return
+        try:
+            os.kill(target.pid, signal.SIGINT)
+        except OSError as exc:
+            log.warning("interrupt failed: %s", exc)
 
-    async def _kill_kernel(self, note: str = "") -> None:
-        """Kill the kernel and every process it started; keep the working directory."""
+    async def _kill(self, note: str = "") -> None:
         if note:
             self._death_note = note
-        pids = process_tree(self.pid)
+        self._kill_processes()
         if self._kc is not None:
             self._kc.stop_channels()
             self._kc = None
@@ -255,24 +257,25 @@ class LocalKernelSession(KernelSession):
                 except Exception as exc:  # noqa: BLE001 - the process may already be gone
                     log.debug("shutdown_kernel: %s", exc)
             self._km = None
-        kill_tree(pids)
+        if self._ctx is not None:
+            self._ctx.destroy(linger=0)
+            self._ctx = None
 
-    async def restart(self) -> None:
-        if self._closed:
-            raise KernelError("session is closed")
-        async with self._lock:
-            await self._kill_kernel()
-            await self._start_kernel()
-            self.history.clear()
+    def _exit_description(self) -> str:
+        if self._death_note:
+            return self._death_note
+        oom = self._oom_note()
+        if oom:
+            return oom
+        prov = getattr(self._km, "provisioner", None)
+        proc = getattr(prov, "process", None)
+        return describe_exit(proc.poll() if proc is not None else None)
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await self._kill_kernel()
-        remove_tree(self._runtime)
-        if self._own_workdir and not self.keep_workdir:
-            remove_tree(self.cwd)
+    def _log_tail(self, n: int = 2000) -> str:
+        try:
+            return (self.run_dir / "kernel.log").read_text(errors="replace")[-n:]  # type: ignore[operator]
+        except OSError:
+            return ""
 
     @property
     def is_alive(self) -> bool:
@@ -280,20 +283,6 @@ class LocalKernelSession(KernelSession):
             return False
         proc = getattr(self._km.provisioner, "process", None)
         return proc is not None and proc.poll() is None
-
-    # -- execution -----------------------------------------------------------------------------
-    async def execute(self, code: str, timeout: float | None = None) -> ExecutionResult:
-        if self._closed or not self._started:
-            raise KernelError("session is closed" if self._closed else "session not started: await start() first")
-        async with self._lock:
-            if not await self._kernel_alive():
-                return dead_result(code, self._exit_description(), self.text_view)
-            result = await run_cell(_JupyterChannel(self), code,
-                                    timeout if timeout is not None else self.default_timeout,
-                                    self.limits, self.text_view)
-            if result.status == "ok":
-                self.history.append(code)
-            return result
 
     async def fork(self) -> "LocalKernelSession":
         """Replay fallback: a new kernel, a copy of the working directory, the ok cells re-run.
@@ -308,6 +297,7 @@ class LocalKernelSession(KernelSession):
                                    default_timeout=self.default_timeout, kernel_argv=self.kernel_argv,
                                    extra_env=self.extra_env)
         workdir, _ = make_workdir(None)
+        workdir.rmdir()  # copy_workdir makes it afresh
         copy_workdir(self.cwd, workdir)
         child._workdir_arg, child.keep_workdir = workdir, False
         await child.start()
@@ -317,3 +307,19 @@ class LocalKernelSession(KernelSession):
             if not res.ok:
                 log.warning("replaying a cell for fork() failed (%s); the branch may differ", res.status)
         return child
+
+
+def _is_kernel(proc: psutil.Process) -> bool:
+    try:
+        return "ipykernel_launcher" in proc.cmdline()[1:3]
+    except psutil.Error:
+        return False
+
+
+def _children(pid: int | None) -> list[psutil.Process]:
+    """The process and its descendants."""
+    try:
+        proc = psutil.Process(pid) if pid else None
+        return [proc, *proc.children(recursive=True)] if proc else []
+    except psutil.Error:
+        return []

@@ -111,7 +111,8 @@ class KernelPool:
             self._spawn()
         if not self._closed:
             self._spawn()  # replace it in the background
-        place_files(paths, item.cwd)
+        add = getattr(item, "add_files", None)  # sandboxed sessions copy as the kernel's owner
+        add(paths) if add is not None else place_files(paths, item.cwd)
         return item
 
     async def close(self) -> None:
