@@ -302,6 +302,29 @@ def test_uploads_stop_at_the_storage_limit(tmp_path):
     assert len(stored(tmp_path)) == 3
 
 
+def test_at_the_storage_limit_uploads_idle_for_an_hour_make_room_oldest_first(tmp_path):
+    with make_client(tmp_path, max_upload_storage_mb=0.1, allowed_models=("scripted",)) as c:
+        ids = [c.post("/api/files", files=csv_files(1, size=30_000)).json()["files"][0]["id"] for _ in range(3)]
+        root = tmp_path / "runs" / "ui" / "_uploads"
+        hours_ago = time.time() - 2 * 3600
+        for age, file_id in enumerate(ids):   # all idle for two hours and more, the first the oldest
+            os.utime(root / file_id.split("/")[0], (hours_ago - 60 * (3 - age),) * 2)
+        # the third is used by a run now: no longer idle
+        r = c.post("/api/runs", json={"question": "q", "files": [ids[2]], "model": "scripted"})
+        assert r.status_code == 201
+        new = c.post("/api/files", files=csv_files(1, size=30_000))
+        assert new.status_code == 200                       # the oldest idle batch made room
+        assert not (root / ids[0].split("/")[0]).exists()
+        assert (root / ids[1].split("/")[0]).exists() and (root / ids[2].split("/")[0]).exists()
+        gone = c.post("/api/runs", json={"question": "q", "files": [ids[0]], "model": "scripted"})
+        assert gone.status_code == 400 and "upload it first" in gone.json()["detail"]  # the page re-uploads
+        # nothing idle is left but the second batch; two more do not fit after it is gone
+        assert c.post("/api/files", files=csv_files(1, size=30_000)).status_code == 200
+        assert c.post("/api/files", files=csv_files(1, size=30_000)).status_code == 413
+        while c.get(f"/api/runs/{r.json()['id']}").json()["ended"] is None:
+            time.sleep(0.05)
+
+
 def test_a_declared_length_over_the_free_storage_is_refused_before_reading(tmp_path):
     with make_client(tmp_path, max_upload_storage_mb=0.01, max_upload_mb=1) as c:
         r = c.post("/api/files", files=csv_files(1, size=20_000))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ class UIConfig:
     max_upload_mb: float = 50.0        # one upload request (all its files together)
     max_files_per_upload: int = 20     # files in one upload request
     max_upload_storage_mb: float = 2048.0   # all kept uploads together (the uploads directory)
+    upload_keep_s: float = 3600.0      # at the storage limit, batches idle this long make room first
     # Who may call: the address the server listens on (for the Host check), names also accepted
     # as Host, and the token every request must carry (None: no token, for loopback).
     host: str = "127.0.0.1"
@@ -107,7 +109,7 @@ def create_app(config: UIConfig | None = None, manager: RunManager | None = None
 
     app.add_middleware(Guard, policy=AccessPolicy(config.host, config.token, tuple(config.allowed_hosts)))
     app.add_middleware(SecurityHeaders)   # outermost: refusals carry the headers too
-    storage = StorageBudget(config.uploads_dir, int(config.max_upload_storage_mb * 2**20))
+    storage = StorageBudget(config.uploads_dir, int(config.max_upload_storage_mb * 2**20), config.upload_keep_s)
 
     def default_model() -> str:
         try:
@@ -158,6 +160,8 @@ def create_app(config: UIConfig | None = None, manager: RunManager | None = None
         path = config.uploads_dir / batch / name
         if not path.is_file():
             raise HTTPException(400, f"unknown file id {file_id[:80]!r}: upload it first")
+        with contextlib.suppress(OSError):  # used now: not idle, so not removed to make room
+            os.utime(path.parent)
         return path
 
     # -- runs --------------------------------------------------------------------------------

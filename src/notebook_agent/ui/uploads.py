@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,23 +47,29 @@ class StoredFile:
     path: Path
 
 
+_BATCH = re.compile(r"[0-9a-f]{32}")
+
+
 class StorageBudget:
     """The bytes all kept uploads under `root` may take together.
 
     What is on disk is counted when an upload starts and none is under way (so files removed by
-    hand are noticed); uploads under way reserve every byte they receive until they end.
+    hand are noticed); uploads under way reserve every byte they receive until they end. When an
+    upload would pass the limit, upload batches (`root/<32 hex>/`) neither written nor used for
+    `keep_s` seconds are removed first, oldest first (None: never).
     """
 
-    def __init__(self, root: Path, limit_bytes: int):
+    def __init__(self, root: Path, limit_bytes: int, keep_s: float | None = None):
         self.root = root
         self.limit = limit_bytes
+        self.keep_s = keep_s
         self.stored: int | None = None    # complete uploads on disk
         self.pending = 0                  # bytes received by uploads under way
         self.active = 0
 
-    def _scan(self) -> int:
+    def _scan(self, root: Path | str | None = None) -> int:
         total = 0
-        for dirpath, _dirs, files in os.walk(self.root):
+        for dirpath, _dirs, files in os.walk(self.root if root is None else root):
             for name in files:
                 try:
                     total += os.lstat(os.path.join(dirpath, name)).st_size
@@ -80,12 +87,39 @@ class StorageBudget:
         self.active += 1
 
     def check(self, more: int) -> None:
-        """Raise 413 unless `more` bytes still fit."""
+        """Raise 413 unless `more` bytes still fit (after removing idle batches if need be)."""
+        if self.used + more > self.limit and self.keep_s is not None:
+            self._evict(self.used + more - self.limit)
         if self.used + more > self.limit:
             raise UploadRejected(413, f"upload storage is full: the uploads kept on this server may take "
                                       f"{self.limit / 2**20:g} MiB in all and {self.used / 2**20:.1f} MiB "
                                       "are taken; ask the operator to remove old uploads or raise "
                                       "--max-upload-storage-mb")
+
+    def _evict(self, need: int) -> None:
+        """Remove batches idle for more than keep_s, oldest first, until `need` bytes are free."""
+        assert self.keep_s is not None
+        cutoff = time.time() - self.keep_s
+        idle = []
+        try:
+            entries = list(os.scandir(self.root))
+        except OSError:
+            return
+        for entry in entries:
+            try:
+                if _BATCH.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+                    mtime = entry.stat(follow_symlinks=False).st_mtime
+                    if mtime < cutoff:
+                        idle.append((mtime, entry.path))
+            except OSError:
+                continue
+        for _mtime, path in sorted(idle):
+            if need <= 0:
+                return
+            size = self._scan(path)
+            shutil.rmtree(path, ignore_errors=True)
+            self.stored = max(0, (self.stored or 0) - size)
+            need -= size
 
     def take(self, n: int) -> None:
         self.check(n)

@@ -303,16 +303,27 @@ async function submit(event) {
   const question = $("question").value.trim();
   if (!question) { message("Write a question first.", true); return; }
   $("run").disabled = true;
-  try {
+  const start = async () => {
     const files = await uploadSelected();
     message("starting…");
     const maxTurns = parseInt($("max-turns").value, 10);
-    const body = await api("/api/runs", {
+    return api("/api/runs", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ question, files, model: $("model").value.trim() || null,
         max_turns: Number.isFinite(maxTurns) ? maxTurns : null }),
     });
+  };
+  try {
+    let body;
+    try {
+      body = await start();
+    } catch (e) {
+      // the server removed an old upload to make room for others: send the files again, once
+      if (!state.uploaded || !/upload it first/.test(e.message)) throw e;
+      state.uploaded = null;
+      body = await start();
+    }
     message("");
     showRun(body.record, true);
     $("stop").disabled = false;
