@@ -128,9 +128,10 @@ async def test_too_many_runs_are_refused_and_shutdown_stops_the_rest(tmp_path):
 @pytest.fixture
 def app_client(tmp_path):
     def make(*steps):
-        config = UIConfig(runs=RunsConfig(runs_dir=tmp_path / "runs"), reports=ReportsConfig(root=tmp_path / "eval"))
+        config = UIConfig(runs=RunsConfig(runs_dir=tmp_path / "runs"), reports=ReportsConfig(root=tmp_path / "eval"),
+                          allowed_models=("scripted",))
         app = create_app(config, RunManager(config.runs, load_model=scripted(*steps)))
-        return TestClient(app)
+        return TestClient(app, base_url="http://127.0.0.1:8765")  # the Host check wants a loopback name
     return make
 
 

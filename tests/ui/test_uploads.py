@@ -90,7 +90,7 @@ async def test_files_are_written_as_sent(tmp_path):
 @pytest.fixture
 def client(tmp_path):
     config = UIConfig(runs=RunsConfig(runs_dir=tmp_path / "runs"), max_upload_mb=0.05)  # 52 kB
-    with TestClient(create_app(config)) as c:
+    with TestClient(create_app(config), base_url="http://127.0.0.1:8765") as c:  # the Host check wants a loopback name
         c.tmp = tmp_path
         yield c
 

@@ -35,6 +35,8 @@ class RunsConfig:
     runs_dir: Path = Path("runs")
     default_model: str | None = None         # None: the models package's default
     kernel_backend: str = "local"
+    sandbox: str = "auto"                    # make_session's sandbox mode: "auto", "require" or "off"
+    max_models: int = 2                      # models kept loaded (least recently used closed first)
     max_active_runs: int = 2                 # runs working at once; more are refused (429)
     max_turns_limit: int = 50                # the most a request may ask for
     agent: AgentConfig = field(default_factory=lambda: AgentConfig(max_turns=12, max_wall_s=900.0))
@@ -174,21 +176,74 @@ SessionMaker = Callable[..., KernelSession]
 
 
 class ModelCache:
-    """Loaded models by spec: loading a GGUF takes seconds, so each spec loads once."""
+    """Loaded models by spec, at most `max_models` of them, least recently used closed first.
 
-    def __init__(self, load: ModelLoader):
+    Loading a GGUF takes seconds, so each spec loads once and is kept while it is among the
+    `max_models` most recently asked for. A model is in use while a task that asked for it
+    (a run) has not finished: it is never closed under that task. When more distinct models
+    are in use than the bound, the cache holds them all and closes the extra ones as their
+    runs end.
+    """
+
+    def __init__(self, load: ModelLoader, max_models: int = 2):
+        if max_models < 1:
+            raise ValueError("max_models must be at least 1")
         self._load = load
-        self._models: dict[str, ChatModel] = {}
+        self.max_models = max_models
+        self._models: dict[str, ChatModel] = {}          # least recently used first
         self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, set[asyncio.Task[Any]]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def in_use(self, spec: str) -> bool:
+        users = self._users.get(spec)
+        if users:
+            users.difference_update([t for t in users if t.done()])
+        return bool(users)
+
+    @property
+    def loaded(self) -> list[str]:
+        """Specs loaded now, least recently used first."""
+        return list(self._models)
 
     async def get(self, spec: str) -> ChatModel:
+        """The model for `spec`, loaded if needed; it counts as in use until the calling task ends."""
+        task = asyncio.current_task()
         async with self._locks.setdefault(spec, asyncio.Lock()):
-            if spec not in self._models:
-                self._models[spec] = await asyncio.to_thread(self._load, spec)
-            return self._models[spec]
+            if task is not None:  # claimed before evicting, so that nobody closes it under us
+                if task not in self._users.setdefault(spec, set()):
+                    self._users[spec].add(task)
+                    task.add_done_callback(lambda _t: self._schedule_trim())
+            if spec in self._models:
+                self._models[spec] = self._models.pop(spec)   # most recently used now
+                return self._models[spec]
+            await self._trim(room=1)                          # free memory before loading
+            model = await asyncio.to_thread(self._load, spec)
+            self._models[spec] = model
+            return model
+
+    async def _trim(self, room: int = 0) -> None:
+        """Close least recently used models not in use until `room` more fit under the bound."""
+        for spec in list(self._models):
+            if len(self._models) + room <= self.max_models:
+                return
+            if self.in_use(spec):
+                continue
+            model = self._models.pop(spec, None)
+            if model is not None:  # (another trim may have closed it meanwhile)
+                await model.aclose()
+
+    def _schedule_trim(self) -> None:
+        try:
+            task = asyncio.get_running_loop().create_task(self._trim())
+        except RuntimeError:  # the loop is gone: aclose() is the last word
+            return
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def aclose(self) -> None:
         models, self._models = list(self._models.values()), {}
+        self._users.clear()
         for model in models:
             await model.aclose()
 
@@ -199,10 +254,10 @@ def _default_loader(spec: str) -> ChatModel:
     return load_model(spec)
 
 
-def _default_session_maker(backend: str, files: list[Path]) -> KernelSession:
+def _default_session_maker(backend: str, files: list[Path], sandbox: str = "auto") -> KernelSession:
     from ..kernel import make_session
 
-    return make_session(backend, files=files)
+    return make_session(backend, files=files, sandbox=sandbox)
 
 
 class TooManyRuns(RuntimeError):
@@ -215,7 +270,7 @@ class RunManager:
     def __init__(self, config: RunsConfig, load_model: ModelLoader | None = None,
                  make_session: SessionMaker | None = None):
         self.config = config
-        self.models = ModelCache(load_model or _default_loader)
+        self.models = ModelCache(load_model or _default_loader, max_models=config.max_models)
         self.make_session = make_session or _default_session_maker
         self.live: dict[str, Run] = {}
 
@@ -264,7 +319,7 @@ class RunManager:
             if run.stop.is_set():
                 return self._end(run, "cancelled", "stopped by the user")
             run.publish("status", text="starting a kernel...")
-            session = self.make_session(self.config.kernel_backend, files=files)
+            session = self.make_session(self.config.kernel_backend, files=files, sandbox=self.config.sandbox)
             try:
                 await session.start()
             except Exception as e:

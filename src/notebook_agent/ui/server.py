@@ -2,6 +2,8 @@
 
 `create_app(config)` builds the app; `notebook-agent ui` serves it with uvicorn. Every path
 under the run and report roots is derived from checked ids and names, never from raw input.
+Every request passes `security.Guard` first (Host, Origin, the token when there is one); a run
+may only use a model of the registry or one the operator allowed (`UIConfig.allowed_models`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -22,7 +25,8 @@ from pydantic import BaseModel, Field
 
 from .reports import SERVED_EXTENSIONS, ReportsConfig, list_reports, report, report_dir, safe_child
 from .runs import RunManager, RunsConfig, TooManyRuns
-from .uploads import ALLOWED_EXTENSIONS, UploadRejected, check_name, receive_files
+from .security import AccessPolicy, Guard
+from .uploads import ALLOWED_EXTENSIONS, StorageBudget, UploadRejected, check_name, receive_files
 
 STATIC = Path(__file__).parent / "static"
 BATCH_ID = re.compile(r"[0-9a-f]{32}")
@@ -38,6 +42,16 @@ class UIConfig:
     runs: RunsConfig = field(default_factory=RunsConfig)
     reports: ReportsConfig = field(default_factory=ReportsConfig)
     max_upload_mb: float = 50.0        # one upload request (all its files together)
+    max_files_per_upload: int = 20     # files in one upload request
+    max_upload_storage_mb: float = 2048.0   # all kept uploads together (the uploads directory)
+    upload_keep_s: float = 3600.0      # at the storage limit, batches idle this long make room first
+    # Who may call: the address the server listens on (for the Host check), names also accepted
+    # as Host, and the token every request must carry (None: no token, for loopback).
+    host: str = "127.0.0.1"
+    allowed_hosts: tuple[str, ...] = ()
+    token: str | None = None
+    # Model specs a run may use besides the registry's names and the default model.
+    allowed_models: tuple[str, ...] = ()
     sse_keepalive_s: float = 15.0
 
     @property
@@ -93,7 +107,22 @@ def create_app(config: UIConfig | None = None, manager: RunManager | None = None
     # Set when the server is asked to stop: event streams end so that shutdown need not wait for them.
     app.state.closing = asyncio.Event()
 
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(Guard, policy=AccessPolicy(config.host, config.token, tuple(config.allowed_hosts)))
+    app.add_middleware(SecurityHeaders)   # outermost: refusals carry the headers too
+    storage = StorageBudget(config.uploads_dir, int(config.max_upload_storage_mb * 2**20), config.upload_keep_s)
+
+    def default_model() -> str:
+        try:
+            return manager.default_model()
+        except Exception:  # the models package may not know a default
+            return ""
+
+    def allowed_models() -> list[str]:
+        """Registry names, the operator's --allow-model specs and the default model."""
+        names = set(_known_models()) | {m.strip() for m in config.allowed_models if m.strip()}
+        if default_model():
+            names.add(default_model())
+        return sorted(names)
 
     @app.exception_handler(UploadRejected)
     async def rejected(request: Request, exc: UploadRejected) -> JSONResponse:
@@ -108,12 +137,9 @@ def create_app(config: UIConfig | None = None, manager: RunManager | None = None
 
     @app.get("/api/config")
     async def ui_config() -> dict[str, Any]:
-        try:
-            default = manager.default_model()
-        except Exception:  # the models package may not know a default
-            default = ""
-        return {"default_model": default, "max_upload_mb": config.max_upload_mb,
-                "allowed_types": ["." + e for e in ALLOWED_EXTENSIONS], "models": _known_models(),
+        return {"default_model": default_model(), "max_upload_mb": config.max_upload_mb,
+                "max_files_per_upload": config.max_files_per_upload,
+                "allowed_types": ["." + e for e in ALLOWED_EXTENSIONS], "models": allowed_models(),
                 "max_turns": config.runs.agent.max_turns, "max_turns_limit": config.runs.max_turns_limit}
 
     # -- uploads -----------------------------------------------------------------------------
@@ -122,7 +148,7 @@ def create_app(config: UIConfig | None = None, manager: RunManager | None = None
         batch = uuid.uuid4().hex
         stored = await receive_files(request.headers.get("content-type"), request.headers.get("content-length"),
                                      request.stream(), config.uploads_dir / batch,
-                                     int(config.max_upload_mb * 2**20))
+                                     int(config.max_upload_mb * 2**20), config.max_files_per_upload, storage)
         return {"upload": batch, "files": [{"id": f"{batch}/{f.name}", "name": f.name, "size": f.size}
                                            for f in stored]}
 
@@ -134,6 +160,8 @@ def create_app(config: UIConfig | None = None, manager: RunManager | None = None
         path = config.uploads_dir / batch / name
         if not path.is_file():
             raise HTTPException(400, f"unknown file id {file_id[:80]!r}: upload it first")
+        with contextlib.suppress(OSError):  # used now: not idle, so not removed to make room
+            os.utime(path.parent)
         return path
 
     # -- runs --------------------------------------------------------------------------------
@@ -146,8 +174,14 @@ def create_app(config: UIConfig | None = None, manager: RunManager | None = None
         names = [p.name for p in files]
         if len(set(names)) != len(names):
             raise HTTPException(400, "two files share a name; the kernel's working directory holds files by name")
+        spec = (req.model or "").strip() or default_model()
+        if spec not in allowed_models():
+            shown = ascii(spec)[1:-1][:200]
+            raise HTTPException(403, f"model {shown!r} is not allowed here: use a model of the registry "
+                                "(`notebook-agent models list`), or ask the operator to start the server "
+                                f"with --allow-model '{shown}'")
         try:
-            run = await manager.start(question, files, req.model, req.max_turns)
+            run = await manager.start(question, files, spec, req.max_turns)
         except TooManyRuns as e:
             raise HTTPException(429, str(e)) from None
         return {"id": run.record.id, "record": run.record.to_dict()}

@@ -5,12 +5,16 @@ plain base name made of a strict set of characters or raises `UploadRejected` (H
 `receive_files` parses the multipart body chunk by chunk (python-multipart's push parser),
 writing each file straight to disk, so memory never holds more than one chunk and the body is
 refused with 413 as soon as it passes the limit; on any rejection the partial files are removed.
+Two more limits answer 413 the same way: the number of files in one request, and the bytes all
+kept uploads take together (`StorageBudget`, counted while streaming, concurrent uploads included).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +45,90 @@ class StoredFile:
     name: str
     size: int
     path: Path
+
+
+_BATCH = re.compile(r"[0-9a-f]{32}")
+
+
+class StorageBudget:
+    """The bytes all kept uploads under `root` may take together.
+
+    What is on disk is counted when an upload starts and none is under way (so files removed by
+    hand are noticed); uploads under way reserve every byte they receive until they end. When an
+    upload would pass the limit, upload batches (`root/<32 hex>/`) neither written nor used for
+    `keep_s` seconds are removed first, oldest first (None: never).
+    """
+
+    def __init__(self, root: Path, limit_bytes: int, keep_s: float | None = None):
+        self.root = root
+        self.limit = limit_bytes
+        self.keep_s = keep_s
+        self.stored: int | None = None    # complete uploads on disk
+        self.pending = 0                  # bytes received by uploads under way
+        self.active = 0
+
+    def _scan(self, root: Path | str | None = None) -> int:
+        total = 0
+        for dirpath, _dirs, files in os.walk(self.root if root is None else root):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(dirpath, name)).st_size
+                except OSError:
+                    pass
+        return total
+
+    @property
+    def used(self) -> int:
+        return (self.stored or 0) + self.pending
+
+    def begin(self) -> None:
+        if self.active == 0 or self.stored is None:
+            self.stored = self._scan()
+        self.active += 1
+
+    def check(self, more: int) -> None:
+        """Raise 413 unless `more` bytes still fit (after removing idle batches if need be)."""
+        if self.used + more > self.limit and self.keep_s is not None:
+            self._evict(self.used + more - self.limit)
+        if self.used + more > self.limit:
+            raise UploadRejected(413, f"upload storage is full: the uploads kept on this server may take "
+                                      f"{self.limit / 2**20:g} MiB in all and {self.used / 2**20:.1f} MiB "
+                                      "are taken; ask the operator to remove old uploads or raise "
+                                      "--max-upload-storage-mb")
+
+    def _evict(self, need: int) -> None:
+        """Remove batches idle for more than keep_s, oldest first, until `need` bytes are free."""
+        assert self.keep_s is not None
+        cutoff = time.time() - self.keep_s
+        idle = []
+        try:
+            entries = list(os.scandir(self.root))
+        except OSError:
+            return
+        for entry in entries:
+            try:
+                if _BATCH.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+                    mtime = entry.stat(follow_symlinks=False).st_mtime
+                    if mtime < cutoff:
+                        idle.append((mtime, entry.path))
+            except OSError:
+                continue
+        for _mtime, path in sorted(idle):
+            if need <= 0:
+                return
+            size = self._scan(path)
+            shutil.rmtree(path, ignore_errors=True)
+            self.stored = max(0, (self.stored or 0) - size)
+            need -= size
+
+    def take(self, n: int) -> None:
+        self.check(n)
+        self.pending += n
+
+    def end(self, taken: int, stored: int) -> None:
+        self.pending -= taken
+        self.stored = (self.stored or 0) + stored
+        self.active -= 1
 
 
 def check_name(raw: str | None) -> str:
@@ -97,9 +185,11 @@ def _header_params(value: str) -> tuple[str, dict[str, str]]:
 class _Receiver:
     """python-multipart callbacks: one open file at a time, counted against the limit."""
 
-    def __init__(self, dest: Path):
+    def __init__(self, dest: Path, max_files: int | None = None):
         self.dest = dest
+        self.max_files = max_files
         self.body_bytes = 0
+        self.taken = 0             # bytes reserved in a StorageBudget
         self.files: list[StoredFile] = []
         self.fields: dict[str, str] = {}
         self._written: list[Path] = []
@@ -145,6 +235,8 @@ class _Receiver:
         raw = params.get("filename")
         if raw is None:  # RFC 5987 form: utf-8''name
             raw = params["filename*"].split("''", 1)[-1]
+        if self.max_files is not None and len(self.files) >= self.max_files:
+            raise UploadRejected(413, f"too many files in one upload: the limit is {self.max_files}")
         name = check_name(raw)
         if any(f.name == name for f in self.files):
             raise UploadRejected(400, f"two files share the name {name!r}")
@@ -189,17 +281,20 @@ class _Receiver:
 
 
 async def receive_files(content_type: str | None, content_length: str | None, body: AsyncIterator[bytes],
-                        dest: Path, max_bytes: int) -> list[StoredFile]:
+                        dest: Path, max_bytes: int, max_files: int | None = None,
+                        storage: StorageBudget | None = None) -> list[StoredFile]:
     """Stream a multipart/form-data body into `dest`; return the stored files.
 
     Raises UploadRejected: 413 when the body exceeds `max_bytes` (told by Content-Length up
-    front, or counted while reading), 400 for malformed bodies or bad names, 415 for types.
-    Nothing is left in `dest` when it raises.
+    front, or counted while reading), when it holds more than `max_files` files, or when it
+    would take `storage` past its limit (counted the same way); 400 for malformed bodies or bad
+    names, 415 for types. Nothing is left in `dest` when it raises.
     """
     kind, params = _header_params(content_type or "")
     if kind != "multipart/form-data" or not params.get("boundary"):
         raise UploadRejected(415, "send the files as multipart/form-data")
     limit_mb = max_bytes / 2**20
+    declared = None
     if content_length is not None:
         try:
             declared = int(content_length)
@@ -207,15 +302,22 @@ async def receive_files(content_type: str | None, content_length: str | None, bo
             raise UploadRejected(400, "bad Content-Length") from None
         if declared > max_bytes:
             raise UploadRejected(413, f"upload too large: {declared / 2**20:.1f} MiB, the limit is {limit_mb:g} MiB")
-    receiver = _Receiver(dest)
+    receiver = _Receiver(dest, max_files)
     parser = python_multipart.MultipartParser(params["boundary"].encode("latin-1"), receiver.callbacks())
     created = not dest.exists()
+    if storage is not None:
+        storage.begin()
     try:
         try:
+            if storage is not None and declared is not None:
+                storage.check(declared)
             async for chunk in body:
                 receiver.body_bytes += len(chunk)
                 if receiver.body_bytes > max_bytes:
                     raise UploadRejected(413, f"upload too large: more than the limit of {limit_mb:g} MiB")
+                if storage is not None:
+                    storage.take(len(chunk))
+                    receiver.taken += len(chunk)
                 parser.write(chunk)
             parser.finalize()
         except python_multipart.exceptions.MultipartParseError as e:
@@ -224,9 +326,13 @@ async def receive_files(content_type: str | None, content_length: str | None, bo
             raise UploadRejected(400, "the multipart body ended in the middle of a file")
         if not receiver.files:
             raise UploadRejected(400, "no file in the upload")
-    except UploadRejected:
+    except BaseException:  # a refusal, or the client went away: keep nothing
         receiver.discard()
         if created:
             shutil.rmtree(dest, ignore_errors=True)
+        if storage is not None:
+            storage.end(receiver.taken, 0)
         raise
+    if storage is not None:
+        storage.end(receiver.taken, sum(f.size for f in receiver.files))
     return receiver.files

@@ -126,6 +126,34 @@ function setStatus(status) {
   badge.className = "badge " + (BAD.has(status) ? "bad" : status);
 }
 
+// Whether the run's kernel was isolated (run.json's "isolation", known once the kernel started).
+function isolationBadge(record, cls) {
+  const iso = record && record.isolation;
+  if (!iso || typeof iso.isolated !== "boolean") return null;
+  const detail = Object.entries(iso).filter(([k]) => k !== "isolated")
+    .map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ");
+  const badge = el("span", `badge ${cls || ""} ${iso.isolated ? "isolated" : "not-isolated"}`,
+    iso.isolated ? "isolated" : "NOT isolated");
+  badge.title = (iso.isolated ? "The kernel ran in a sandbox" : "The kernel ran WITHOUT isolation: its code " +
+    "could read and write what this server's user can") + (detail ? ` (${detail})` : "");
+  return badge;
+}
+
+function showIsolation(record) {
+  const badge = isolationBadge(record, "isolation");
+  const slot = $("run-isolation");
+  slot.replaceChildren(...(badge ? [badge] : []));
+  state.isolationKnown = !!badge;
+}
+
+async function refreshIsolation() {
+  const id = state.runId;
+  try {
+    const record = await api(`/api/runs/${id}`);
+    if (state.runId === id) showIsolation(record);
+  } catch (e) { /* shown at the end */ }
+}
+
 function add(node) {
   $("notebook").append(node);
   return node;
@@ -135,6 +163,11 @@ function onEvent(ev) {
   if (ev.seq <= state.lastSeq) return;
   state.lastSeq = ev.seq;
   const d = ev.data || {};
+  // the kernel has started once the first non-status event comes: its isolation is recorded
+  if (!state.isolationKnown && !state.isolationAsked && ev.kind !== "status" && ev.kind !== "done") {
+    state.isolationAsked = true;
+    refreshIsolation();
+  }
   switch (ev.kind) {
     case "status":
       progress(d.text);
@@ -220,6 +253,7 @@ function finish(d) {
   $("stop").disabled = true;
   $("run").disabled = false;
   document.body.dataset.runDone = d.status;
+  if (!state.isolationKnown) refreshIsolation();
   loadRuns();
 }
 
@@ -236,6 +270,8 @@ function showRun(record, live) {
   $("run-model").textContent = `model: ${record.model}` + (record.files.length ? ` · files: ${record.files.join(", ")}` : "");
   $("downloads").replaceChildren();
   setStatus(record.status);
+  state.isolationAsked = false;
+  showIsolation(record);
   $("stop").disabled = !!record.ended;
   $("run").disabled = !record.ended && live;
   const source = new EventSource(`/api/runs/${record.id}/events`);
@@ -267,16 +303,27 @@ async function submit(event) {
   const question = $("question").value.trim();
   if (!question) { message("Write a question first.", true); return; }
   $("run").disabled = true;
-  try {
+  const start = async () => {
     const files = await uploadSelected();
     message("starting…");
     const maxTurns = parseInt($("max-turns").value, 10);
-    const body = await api("/api/runs", {
+    return api("/api/runs", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ question, files, model: $("model").value.trim() || null,
         max_turns: Number.isFinite(maxTurns) ? maxTurns : null }),
     });
+  };
+  try {
+    let body;
+    try {
+      body = await start();
+    } catch (e) {
+      // the server removed an old upload to make room for others: send the files again, once
+      if (!state.uploaded || !/upload it first/.test(e.message)) throw e;
+      state.uploaded = null;
+      body = await start();
+    }
     message("");
     showRun(body.record, true);
     $("stop").disabled = false;
@@ -313,6 +360,8 @@ async function loadRuns() {
     li.append(el("span", "q", r.question));
     const sub = li.appendChild(el("span", "sub"));
     sub.append(el("span", "badge " + (BAD.has(r.status) ? "bad" : r.status), r.status));
+    const iso = isolationBadge(r, "small");
+    if (iso && !r.isolation.isolated) sub.append(" ", iso);
     sub.append(` ${when(r.created)} · ${r.cells} cell(s)`);
     li.addEventListener("click", () => showRun(r, !r.ended));
     list.append(li);
@@ -382,7 +431,10 @@ async function init() {
     $("max-turns").value = config.max_turns;
     $("max-turns").max = config.max_turns_limit;
     $("files").accept = config.allowed_types.join(",");
-    $("files-hint").textContent = `${config.allowed_types.join(" ")} · up to ${config.max_upload_mb} MiB`;
+    $("files-hint").textContent = `${config.allowed_types.join(" ")} · up to ${config.max_files_per_upload} ` +
+      `files, ${config.max_upload_mb} MiB`;
+    $("model").title = "A model of the registry or one the operator allowed with --allow-model: " +
+      config.models.join(", ");
     const names = $("model-names");
     for (const name of config.models) names.append(Object.assign(el("option"), { value: name }));
   } catch (e) { message(e.message, true); }
