@@ -297,8 +297,7 @@ class LocalKernelSession(SandboxedSession):
                                    default_timeout=self.default_timeout, kernel_argv=self.kernel_argv,
                                    extra_env=self.extra_env)
         workdir, _ = make_workdir(None)
-        workdir.rmdir()  # copy_workdir makes it afresh
-        copy_workdir(self.cwd, workdir)
+        copy_workdir(self.cwd, workdir, create=False)
         child._workdir_arg, child.keep_workdir = workdir, False
         await child.start()
         child._own_workdir = True

@@ -138,12 +138,14 @@ def place_files(files: Iterable[PathLike], dest: Path, owner: int | None = None)
     return placed
 
 
-def copy_workdir(src: Path, dst: Path, owner: int | None = None) -> None:
+def copy_workdir(src: Path, dst: Path, owner: int | None = None, *, create: bool = True) -> None:
     """An independent copy of a working directory (for forks: writes must not leak back).
 
-    `dst` must not exist: it is created here (a name planted in its place makes this fail).
+    `dst` is created here (a name planted in its place makes this fail), or with create=False
+    is an empty directory the host just made (e.g. by mkdtemp).
     """
-    os.mkdir(dst, 0o700)
+    if create:
+        os.mkdir(dst, 0o700)
     src_fd = os.open(src, _DIR)
     try:
         dst_fd = os.open(dst, _DIR)
