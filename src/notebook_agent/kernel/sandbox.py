@@ -17,7 +17,10 @@ only CAP_SETUID, CAP_SETGID and CAP_SETPCAP, and the inner launcher switches to 
 of its own after emptying the bounding set (which clears them all) before anything of the kernel runs; on a non-root host,
 bubblewrap makes a user namespace and drops every capability. Either way no further user
 namespaces can be made (on a root host, because an unprivileged uid has no CAP_SYS_ADMIN to
-remount anything, and the bind mounts are locked) and no_new_privs holds.
+remount anything, and the bind mounts are locked) and no_new_privs holds. On x86-64 a seccomp
+filter (`launch.py`) also refuses, with or without bubblewrap, the system calls a data kernel
+never needs: new user namespaces, mounts, namespace entry, keyrings, bpf, perf, ptrace,
+io_uring, userfaultfd, module and kexec loading.
 
 Without bubblewrap (sandbox "off", or "auto" where it cannot run) the kernel still gets the
 scrubbed environment, the rlimits, the cgroup caps where the host allows them, and the
@@ -311,7 +314,7 @@ def outer_launcher(cgroup_procs: Sequence[str]) -> list[str]:
 
 def inner_launcher(limits: Limits, uid: int | None, argv: Sequence[str], workdir: Path | None = None) -> list[str]:
     """The launcher that sets rlimits and drops privileges right before the kernel starts."""
-    args = [sys.executable, "-I", str(LAUNCHER), "--no-new-privs"]
+    args = [sys.executable, "-I", str(LAUNCHER), "--no-new-privs", "--seccomp"]
     if workdir is not None:
         args += ["--chdir", str(workdir)]
     if limits.memory_mb:
