@@ -44,7 +44,7 @@ from .cell import CellChannel
 from .cgroup import Cgroup
 from .lifecycle import SandboxedSession
 from .procs import kill_tree, process_tree
-from .sandbox import SCRATCH, Confinement, SandboxPaths, kernel_env, private_dir, sandbox_command
+from .sandbox import SCRATCH, Confinement, SandboxPaths, kernel_env, private_dir, sandbox_command, write_identity
 from .workspace import copy_workdir, remove_tree
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,6 @@ class _Family:
         if self.confinement.bwrap:
             paths = SandboxPaths(workdir=workdir, writable=[self.forks_dir])
             if uid is not None:
-                from .sandbox import write_identity
                 paths.read_only.update(write_identity(self.run_dir, uid, workdir))
             scratch: str | Path = SCRATCH
         else:
@@ -455,5 +454,5 @@ def _send_with_fds(sock: socket.socket, data: bytes, fds: tuple[int, ...]) -> No
                 sent += sock.send(data[sent:])
         except BlockingIOError:
             if time.monotonic() > end:
-                raise OSError("the worker is not reading its channel")
+                raise OSError("the worker is not reading its channel") from None
             time.sleep(0.001)
