@@ -15,6 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..models.chat_template import _GENERATION_TAG, strip_generation_markers
+
 
 @dataclass(frozen=True)
 class Family:
@@ -32,7 +34,6 @@ FAMILIES: dict[str, Family] = {
     "gemma3": Family("gemma3", "react"),
 }
 
-_GENERATION_TAG = re.compile(r"\{%-?\s*(?:end)?generation\s*-?%\}")
 
 
 def load_template(name_or_path: str) -> str:
@@ -54,7 +55,7 @@ def has_generation_markers(template: str | None) -> bool:
 
 def inference_template(training_template: str) -> str:
     """The template without its generation markers (what the trained model is saved with)."""
-    return _GENERATION_TAG.sub("", training_template)
+    return strip_generation_markers(training_template)
 
 
 def detect_family(tokenizer: Any, model_type: str = "") -> str:
