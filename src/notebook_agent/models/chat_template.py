@@ -86,12 +86,12 @@ def render(
 
 
 # -- training templates at inference, and conversations rendered through a codec -----------------
-_GENERATION_TAG = re.compile(r"\{%-?\s*(?:end)?generation\s*-?%\}")
+GENERATION_TAG = re.compile(r"\{%-?\s*(?:end)?generation\s*-?%\}")
 
 
 def strip_generation_markers(template: str) -> str:
     """A training template (with `{% generation %}` markers) as inference renders it."""
-    return _GENERATION_TAG.sub("", template)
+    return GENERATION_TAG.sub("", template)
 
 
 def codec_for(name: "str | ToolCodec", template: str) -> "ToolCodec":

@@ -9,13 +9,12 @@ with, so inference sees the format training saw.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..models.chat_template import _GENERATION_TAG, strip_generation_markers
+from ..models.chat_template import GENERATION_TAG, strip_generation_markers
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ def load_template(name_or_path: str) -> str:
 
 
 def has_generation_markers(template: str | None) -> bool:
-    return bool(template) and bool(_GENERATION_TAG.search(template or ""))
+    return bool(template) and bool(GENERATION_TAG.search(template or ""))
 
 
 def inference_template(training_template: str) -> str:
