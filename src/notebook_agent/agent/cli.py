@@ -6,7 +6,8 @@ import asyncio
 import re
 import time
 from pathlib import Path
-from typing import Any, Optional
+from collections.abc import Callable
+from typing import Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -52,22 +53,18 @@ SANDBOX_HELP = ("Kernel isolation: auto (where the OS allows it), require (refus
                 "or off. Default: auto.")
 
 
-def agent_config_or_fail(console: Console, **options: Any) -> AgentConfig:
-    """The AgentConfig of a command's options (None: the config's default); bad values end the
+A = AgentConfig  # its class attributes are the defaults the help texts quote
+C = TypeVar("C")
+
+
+def config_or_fail(console: Console, cls: Callable[..., C], **options: Any) -> C:
+    """The config of a command's options (None: the config's default); bad values end the
     command with status 2."""
     try:
-        return from_options(AgentConfig, **options)
+        return from_options(cls, **options)
     except ValueError as e:
         fail(console, str(e))
         raise  # unreachable: fail exits
-
-
-def session_config_or_fail(console: Console, **options: Any) -> SessionConfig:
-    try:
-        return from_options(SessionConfig, **options)
-    except ValueError as e:
-        fail(console, str(e))
-        raise
 
 
 def register(app: typer.Typer) -> None:
@@ -77,13 +74,13 @@ def register(app: typer.Typer) -> None:
         model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry name, GGUF file, model dir, URL#model or HF id. Default: the embedded local model."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write notebook.ipynb, trajectory.json and run.json."),
         scaffold: Optional[str] = typer.Option(None, help="tools (execute_code/final_answer, the default) or react (JUPITER's text format)."),
-        max_turns: Optional[int] = typer.Option(None, help="Model calls at most (default 12)."),
-        max_errors: Optional[int] = typer.Option(None, help="Failing steps in a row at most (default 3)."),
+        max_turns: Optional[int] = typer.Option(None, help=f"Model calls at most (default {A.max_turns})."),
+        max_errors: Optional[int] = typer.Option(None, help=f"Failing steps in a row at most (default {A.max_consecutive_errors})."),
         max_tokens: Optional[int] = typer.Option(None, help="Tokens (prompt + completion) for the whole run at most."),
-        context_tokens: Optional[int] = typer.Option(None, help="Context budget; older outputs are shortened to fit (default 8192)."),
-        cell_timeout: Optional[float] = typer.Option(None, help="Seconds a cell may run before it is interrupted (default 60)."),
-        max_wall: Optional[float] = typer.Option(None, help="Seconds for the whole run (default 900)."),
-        temperature: Optional[float] = typer.Option(None, help="Sampling temperature (default 0)."),
+        context_tokens: Optional[int] = typer.Option(None, help=f"Context budget; older outputs are shortened to fit (default {A.max_context_tokens})."),
+        cell_timeout: Optional[float] = typer.Option(None, help=f"Seconds a cell may run before it is interrupted (default {A.cell_timeout_s:g})."),
+        max_wall: Optional[float] = typer.Option(None, help=f"Seconds for the whole run (default {A.max_wall_s:g})."),
+        temperature: Optional[float] = typer.Option(None, help=f"Sampling temperature (default {A.temperature:g})."),
         seed: Optional[int] = typer.Option(None),
         preview: Optional[bool] = typer.Option(None, "--preview/--no-preview", help="Show the model the columns and first rows of tables (default: on)."),
         backend: Optional[str] = typer.Option(None, help="Kernel backend: local (ipykernel, the default) or forking."),
@@ -92,11 +89,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Answer QUESTION about FILES with an agent working in a real Jupyter kernel."""
         console = Console(stderr=True)
-        config = agent_config_or_fail(console, scaffold=scaffold, max_turns=max_turns, max_consecutive_errors=max_errors,
-                                      max_total_tokens=max_tokens, max_context_tokens=context_tokens,
+        config = config_or_fail(console, AgentConfig, scaffold=scaffold, max_turns=max_turns,
+                                max_consecutive_errors=max_errors, max_total_tokens=max_tokens, max_context_tokens=context_tokens,
                                       cell_timeout_s=cell_timeout, max_wall_s=max_wall, temperature=temperature,
                                       seed=seed, file_preview=preview)
-        session_config = session_config_or_fail(console, backend=backend, sandbox=sandbox)
+        session_config = config_or_fail(console, SessionConfig, backend=backend, sandbox=sandbox)
         question, files = args[-1], check_files(args[:-1], console)
         if not question.strip():
             fail(console, "the question is empty")

@@ -14,13 +14,17 @@ from ..agent.cli import (
     EXIT_ANSWERED,
     EXIT_NO_ANSWER,
     SANDBOX_HELP,
+    A,
     check_files,
+    config_or_fail,
     default_out_dir,
     fail,
-    session_config_or_fail,
 )
+from ..agent.config import AgentConfig, SessionConfig
 from ..tasks.task import Task
 from .config import SEARCH_TEMPERATURE, SearchConfig
+
+S = SearchConfig  # its class attributes are the defaults the help texts quote
 
 
 def register(app: typer.Typer) -> None:
@@ -30,21 +34,21 @@ def register(app: typer.Typer) -> None:
         model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry name, GGUF file, model dir, URL#model or HF id. Default: the embedded local model."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write notebook.ipynb, tree.json and run.json."),
         method: str = typer.Option("mcts", help="mcts (tree search) or vote (k independent runs, majority vote)."),
-        iterations: Optional[int] = typer.Option(None, help="MCTS: selections/expansions at most (default 40)."),
-        k: Optional[int] = typer.Option(None, "--k", help="MCTS: children per expansion; vote: number of runs (default 3)."),
-        c_puct: Optional[float] = typer.Option(None, help="Exploration constant (default 0 for inference; ~1.25 to collect)."),
-        max_depth: Optional[int] = typer.Option(None, help="Steps per path at most (default 10)."),
-        max_errors: Optional[int] = typer.Option(None, help="Failing steps in a row that end a path (default 3)."),
+        iterations: Optional[int] = typer.Option(None, help=f"MCTS: selections/expansions at most (default {S.iterations})."),
+        k: Optional[int] = typer.Option(None, "--k", help=f"MCTS: children per expansion; vote: number of runs (default {S.k})."),
+        c_puct: Optional[float] = typer.Option(None, help=f"Exploration constant (default {S.c_puct:g}, for inference; ~1.25 to collect)."),
+        max_depth: Optional[int] = typer.Option(None, help=f"Steps per path at most (default {S.max_depth})."),
+        max_errors: Optional[int] = typer.Option(None, help=f"Failing steps in a row that end a path (default {A.max_consecutive_errors})."),
         parse_failure_terminal: Optional[bool] = typer.Option(None, "--parse-failure-terminal/--no-parse-failure-terminal", help="An unparsable reply ends its path (default: no)."),
         aggregate: Optional[str] = typer.Option(None, help="majority (default), value_weighted or best_value."),
         value_model: Optional[Path] = typer.Option(None, help="MCTS: a value model dir (notebook-agent train value) scoring new nodes."),
         max_wall: Optional[float] = typer.Option(None, help="Seconds for the whole search."),
         max_tokens: Optional[int] = typer.Option(None, help="Model tokens for the whole search."),
-        max_live: Optional[int] = typer.Option(None, help="Kernels alive at once at most (the worst open leaves are pruned; default 32)."),
-        temperature: Optional[float] = typer.Option(None, help="Sampling temperature (default 0.8: children must differ)."),
+        max_live: Optional[int] = typer.Option(None, help=f"Kernels alive at once at most (the worst open leaves are pruned; default {S.max_live_sessions})."),
+        temperature: Optional[float] = typer.Option(None, help=f"Sampling temperature (default {SEARCH_TEMPERATURE:g}: children must differ)."),
         scaffold: Optional[str] = typer.Option(None, help="tools (default) or react."),
-        max_tokens_per_turn: Optional[int] = typer.Option(None, help="Completion tokens per step (default 1024)."),
-        cell_timeout: Optional[float] = typer.Option(None, help="Seconds a cell may run (default 60)."),
+        max_tokens_per_turn: Optional[int] = typer.Option(None, help=f"Completion tokens per step (default {A.max_tokens_per_turn})."),
+        cell_timeout: Optional[float] = typer.Option(None, help=f"Seconds a cell may run (default {A.cell_timeout_s:g})."),
         seed: Optional[int] = typer.Option(None),
         preview: Optional[bool] = typer.Option(None, "--preview/--no-preview", help="Show the model the columns and first rows of tables (default: on)."),
         sandbox: Optional[str] = typer.Option(None, help=SANDBOX_HELP),
@@ -64,7 +68,7 @@ def register(app: typer.Typer) -> None:
             c_puct=c_puct, k=k, max_depth=max_depth, parse_failure_terminal=parse_failure_terminal,
             iterations=iterations, max_wall_s=max_wall, max_tokens=max_tokens, max_live_sessions=max_live,
             aggregate=aggregate)
-        session_config = session_config_or_fail(console, backend="forking", sandbox=sandbox)
+        session_config = config_or_fail(console, SessionConfig, backend="forking", sandbox=sandbox)
         if value_model is not None and not value_model.is_dir():
             fail(console, f"value model not found: {value_model}")
         code = asyncio.run(_run(Task(id="cli", question=question, files=files), model, out, method, config,
@@ -76,17 +80,11 @@ def search_config_or_fail(console: Console, agent: dict[str, Any], **options: An
     """The SearchConfig of a command's options (None: the default), its agent settings nested
     (sampling at the search's temperature; a vote run as long as a path may be deep); at least
     `k` kernels may live at once."""
-    from ..agent.config import AgentConfig, from_options
-
     defaults = {"temperature": SEARCH_TEMPERATURE, "max_turns": options.get("max_depth") or SearchConfig.max_depth}
     agent = {**agent, **{k: v for k, v in defaults.items() if agent.get(k) is None}}
     options["max_live_sessions"] = max(options.get("max_live_sessions") or SearchConfig.max_live_sessions,
                                        options.get("k") or SearchConfig.k)
-    try:
-        return from_options(SearchConfig, agent=from_options(AgentConfig, **agent), **options)
-    except ValueError as e:
-        fail(console, str(e))
-        raise
+    return config_or_fail(console, SearchConfig, agent=config_or_fail(console, AgentConfig, **agent), **options)
 
 
 async def _run(task, model_spec, out, method, config: SearchConfig, session_config, quiet, console,
