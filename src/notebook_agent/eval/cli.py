@@ -16,16 +16,22 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
 import typer
 from typer.core import TyperGroup
 
+from ..agent.config import AgentConfig, SessionConfig, from_options
 from ..tasks.formats.common import BenchmarkError, LoadIssue, LoadResult, read_jsonl
 from ..tasks.loaders import benchmark_kind, load_benchmark
-from ..tasks.scoring import Metrics, ScoredItem, get_scorer, scorer_for, summarize
+from ..tasks.scoring import Metrics, ScoredItem, Scorer, get_scorer, scorer_for, summarize
+from ..tasks.task import Task
+
+if TYPE_CHECKING:
+    from .runner import AgentFn, EvalSummary, RunConfig
+C = TypeVar("C")
 
 RUNNER_SLACK_S = 60.0  # the runner's hard limit = --task-timeout + this (kernel start, close, a last reply)
 
@@ -78,7 +84,7 @@ def _report_issues(issues: list[LoadIssue]) -> None:
         _err(f"  ... and {len(issues) - 50} more")
 
 
-def _scorer(bench: str, name: str | None) -> Any:
+def _scorer(bench: str, name: str | None) -> Scorer:
     try:
         return get_scorer(name) if name else scorer_for(benchmark_kind(bench))
     except (ValueError, BenchmarkError) as e:
@@ -176,19 +182,18 @@ def _exit(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _agent_config(task_timeout: float, **given: Any) -> Any:
-    """The agent's config: its defaults, overridden by the options given (None = not given);
-    the agent stops itself at the task timeout."""
-    from ..agent.config import AgentConfig, from_options
-
+def _config(cls: Callable[..., C], **options: Any) -> C:
+    """A config from the options given (None = not given: the config's default); a bad value
+    ends the command with status 2."""
     try:
-        return from_options(AgentConfig, max_wall_s=task_timeout, **given)
+        return from_options(cls, **options)
     except ValueError as e:
         _exit(str(e))
+        raise  # unreachable: _exit exits
 
 
-def _search_setup(search: str, agent: Any, task_timeout: float, out: Path, scorer: Any, value_model: Path | None,
-                  collect: bool, **given: Any) -> tuple[Any, Any]:
+def _search_setup(search: str, agent: AgentConfig, task_timeout: float, out: Path, scorer: Scorer,
+                  value_model: Path | None, collect: bool, **given: Any) -> tuple[RunConfig, AgentFn | None]:
     """(run config, agent_fn) for `--search`: the agent's config itself for "none", else a
     SearchRunConfig nesting it and the search adapter. Bad combinations end the command."""
     if search not in ("none", "mcts", "vote"):
@@ -197,17 +202,13 @@ def _search_setup(search: str, agent: Any, task_timeout: float, out: Path, score
         _exit("--collect needs --search mcts and no --value-model (the scorer values answered nodes)")
     if search == "none":
         return agent, None
-    from ..agent.config import from_options
     from ..search.config import SEARCH_TEMPERATURE, SearchConfig
     from ..search.value import load_value_scorer
     from .search_fn import SearchRunConfig, search_agent_fn
 
     temperature = given.pop("temperature")
     agent = dataclasses.replace(agent, temperature=SEARCH_TEMPERATURE if temperature is None else temperature)
-    try:
-        config = from_options(SearchConfig, agent=agent, max_wall_s=task_timeout, **given)
-    except ValueError as e:
-        _exit(str(e))
+    config = _config(SearchConfig, agent=agent, max_wall_s=task_timeout, **given)
     if value_model is not None and search != "mcts":
         _exit("--value-model needs --search mcts")
     try:
@@ -219,9 +220,10 @@ def _search_setup(search: str, agent: Any, task_timeout: float, out: Path, score
     return run_config, search_agent_fn(out / "trees", value_scorer, reward_scorer=scorer)  # used when collecting
 
 
-async def _run(tasks: list[Any], issues: list[LoadIssue], bench: str, model_spec: str | None, out: Path, workers: int,
-               task_timeout: float, run_config: Any, scorer: Any, session_config: Any, progress: bool,
-               check_settings: bool, agent_fn: Any = None, search: str = "none") -> Any:
+async def _run(tasks: list[Task], issues: list[LoadIssue], bench: str, model_spec: str | None, out: Path,
+               workers: int, task_timeout: float, run_config: RunConfig, scorer: Scorer,
+               session_config: SessionConfig, progress: bool, check_settings: bool, agent_fn: AgentFn | None = None,
+               search: str = "none") -> EvalSummary:
     from ..agent.session import check_sandbox
     from ..models.resolve import load_model
     from .runner import run_eval
@@ -328,9 +330,9 @@ def run(
     """Run the agent on every task of BENCH and score it; rerun to continue an interrupted run."""
     if workers < 1:
         _exit("--workers must be >= 1")
-    agent = _agent_config(task_timeout, scaffold=scaffold, max_turns=max_turns, cell_timeout_s=cell_timeout,
-                          max_tokens_per_turn=max_tokens_per_turn, seed=seed, file_preview=preview,
-                          temperature=temperature if search == "none" else None)
+    agent = _config(AgentConfig, max_wall_s=task_timeout, scaffold=scaffold, max_turns=max_turns,
+                    cell_timeout_s=cell_timeout, max_tokens_per_turn=max_tokens_per_turn, seed=seed,
+                    file_preview=preview, temperature=temperature if search == "none" else None)
     result = _load(bench, limit, ids)
     if not result.tasks:
         _exit("no task to run")
@@ -339,7 +341,8 @@ def run(
                                      temperature=search_temperature if search_temperature is not None else temperature,
                                      k=k, iterations=iterations, c_puct=c_puct, max_depth=max_depth,
                                      aggregate=aggregate, max_tokens=search_tokens)
-    session_config = _session_config(backend or ("forking" if search != "none" else "local"), sandbox)
+    session_config = _config(SessionConfig, backend=backend or ("forking" if search != "none" else "local"),
+                             sandbox=sandbox)
     from ..agent.session import SessionStartError, start_error_message
     from ..models.base import ModelError
     from .runner import RunLocked, SettingsMismatch
@@ -355,15 +358,6 @@ def run(
     print(f"results: {out / 'results.jsonl'}  notebooks: {out / 'notebooks'}")
     print(metrics_json(summary.metrics, n_tasks=summary.n_tasks, n_run=summary.n_run, n_resumed=summary.n_resumed,
                        status_counts=summary.status_counts, scorer=sc.name), flush=True)
-
-
-def _session_config(backend: str, sandbox: str) -> Any:
-    from ..agent.config import SessionConfig
-
-    try:
-        return SessionConfig(backend=backend, sandbox=sandbox)  # type: ignore[arg-type]
-    except ValueError as e:
-        _exit(str(e))
 
 
 # --- report ------------------------------------------------------------------------------------
