@@ -301,7 +301,8 @@ def run(
     scaffold: Optional[str] = _opt(None, panel=AGENT, help="tools (tool calls, the default) or react "
                                    "(Thought / code / Formatted answer)"),
     max_turns: Optional[int] = _opt(None, panel=AGENT, help="model turns per task (default: the agent's)"),
-    task_timeout: float = _opt(900.0, panel=AGENT, help="seconds per task: the agent stops itself at this limit"),
+    task_timeout: Optional[float] = _opt(None, panel=AGENT, help="seconds per task: the agent stops itself at this "
+                                         f"limit (default: the agent's wall-time limit, {AgentConfig.max_wall_s:g})"),
     cell_timeout: Optional[float] = _opt(None, panel=AGENT, help="seconds per cell (default: the agent's)"),
     max_tokens_per_turn: Optional[int] = _opt(None, panel=AGENT, help="completion tokens per model call"),
     temperature: Optional[float] = _opt(None, panel=AGENT, help="sampling temperature (default: the agent's, "
@@ -333,6 +334,7 @@ def run(
     agent = _config(AgentConfig, max_wall_s=task_timeout, scaffold=scaffold, max_turns=max_turns,
                     cell_timeout_s=cell_timeout, max_tokens_per_turn=max_tokens_per_turn, seed=seed,
                     file_preview=preview, temperature=temperature if search == "none" else None)
+    task_timeout = agent.max_wall_s  # the agent's limit is the task's (the runner adds RUNNER_SLACK_S)
     result = _load(bench, limit, ids)
     if not result.tasks:
         _exit("no task to run")
