@@ -28,7 +28,8 @@ from typing import Any
 
 from notebook_agent.agent.loop import AgentConfig
 from notebook_agent.eval.cli import run_interruptible
-from notebook_agent.eval.runner import default_session_factory, run_eval
+from notebook_agent.agent.config import SessionConfig
+from notebook_agent.eval.runner import run_eval
 from notebook_agent.models.base import ChatModel, Completion, SamplingParams
 from notebook_agent.models.resolve import load_model
 from notebook_agent.models.scripted import call
@@ -77,7 +78,7 @@ async def one_run(tasks: list[Task], model: Any, out: Path, workers: int, args: 
     t0 = time.monotonic()
     summary = await run_eval(
         tasks, model, out, scorer=scorer_for(benchmark_kind(args.bench)), agent_config=config(args),
-        workers=workers, task_timeout_s=args.task_timeout + 60, session_factory=default_session_factory(),
+        workers=workers, task_timeout_s=args.task_timeout + 60, session_config=SessionConfig(),
         progress=sys.stderr.isatty(),
         settings={"benchmark": args.bench, "model": args.model, "scaffold": args.scaffold, "benchmark_tool": "eval.py",
                   "file_preview": not args.no_preview})

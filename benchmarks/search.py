@@ -118,10 +118,9 @@ async def grow(mode: str, k: int, max_depth: int) -> dict[int, float]:
             times[e.tree.nodes[e.data["node"]].depth] = (time.perf_counter() - started["t"]) * 1000
 
     cfg = SearchConfig(k=k, iterations=max_depth + 1, max_depth=max_depth + 1, c_puct=0.0, logprobs=False,
-                       max_live_sessions=4 * k)
+                       max_live_sessions=4 * k, agent=AgentConfig(require_execution=False, temperature=0.8))
     try:
-        result = await run_search(task, model, session, cfg, AgentConfig(require_execution=False),
-                                  on_event=on_event)
+        result = await run_search(task, model, session, cfg, on_event=on_event)
         assert result.tree.max_depth() == max_depth + 1, result.tree.stats
     finally:
         await root.close()

@@ -90,7 +90,7 @@ async def test_parse_error_is_shown_to_the_model(task, session):
     assert traj.status == "answered"
     seen_by_model = model.calls[1][-1]
     assert seen_by_model["role"] == "user" and "invalid JSON" in seen_by_model["content"]
-    assert traj.settings["counters"]["parse_errors"] == 1
+    assert traj.counters["parse_errors"] == 1
 
 
 async def test_answer_stated_in_text_after_running_code_is_final(task, session):
@@ -98,7 +98,7 @@ async def test_answer_stated_in_text_after_running_code_is_final(task, session):
                            "The output shows 12.\n\nThe final answer is: @total_units[12]"])
     traj = await run_agent(task, model, session, AgentConfig())
     assert traj.status == "answered" and traj.answer == "@total_units[12]"
-    assert traj.settings["counters"]["recovered_text_answers"] == 1
+    assert traj.counters["recovered_text_answers"] == 1
 
 
 async def test_no_tool_call_nudges_then_stops(task, session):
@@ -125,7 +125,7 @@ async def test_code_block_in_plain_text_is_run(task, session):
     assert traj.status == "answered"
     assert traj.steps[0].result.text.strip() == "42"
     assert traj.steps[0].comment == "Let me count."
-    assert traj.settings["counters"]["recovered_code_blocks"] == 1
+    assert traj.counters["recovered_code_blocks"] == 1
 
 
 async def test_answer_before_any_code_is_refused(task, session):
@@ -133,7 +133,7 @@ async def test_answer_before_any_code_is_refused(task, session):
                            call("execute_code", comment="c", code="print(5)"),
                            call("final_answer", answer="@total_units[5]")])
     traj = await run_agent(task, model, session, AgentConfig())
-    assert traj.answer == "@total_units[5]" and traj.settings["counters"]["rejected_answers"] == 1
+    assert traj.answer == "@total_units[5]" and traj.counters["rejected_answers"] == 1
     assert "not run any code" in traj.messages[3]["content"]
 
 
@@ -183,7 +183,7 @@ async def test_kernel_death_restarts_and_continues(task, session):
     assert traj.steps[0].result.status == "dead"
     assert "restarted" in traj.messages[3]["content"]
     assert traj.steps[1].result.text.strip() == "alive"
-    assert traj.status == "answered" and traj.settings["counters"]["kernel_restarts"] == 1
+    assert traj.status == "answered" and traj.counters["kernel_restarts"] == 1
 
 
 async def test_trajectory_round_trips_and_renders_a_valid_notebook(task, session, tmp_path):

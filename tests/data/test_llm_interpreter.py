@@ -19,8 +19,8 @@ from notebook_agent.data.linking import DataFileLinker, LinkConfig
 from notebook_agent.data.llm.prompts import SYSTEM as REVIEW_SYSTEM
 from notebook_agent.data.traces import TraceConfig, TraceStep
 from notebook_agent.kernel.base import KernelError
-from notebook_agent.kernel.llm_interpreter import SYSTEM as INTERPRETER_SYSTEM
-from notebook_agent.kernel.llm_interpreter import LLMInterpreterSession
+from notebook_agent.data.llm_interpreter import SYSTEM as INTERPRETER_SYSTEM
+from notebook_agent.data.llm_interpreter import LLMInterpreterSession
 from notebook_agent.models.base import ModelError
 from notebook_agent.models.scripted import ScriptedModel, call
 

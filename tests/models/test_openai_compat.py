@@ -169,6 +169,26 @@ def test_native_codec_and_sync_use(server):
 
 
 @pytest.mark.slow
+async def test_native_tool_call_from_the_real_server_is_decoded(server):
+    """The server returns an OpenAI `tool_calls` message (llama.cpp constrains the reply to the
+    named function's JSON schema) and the native codec decodes it into the agent's call."""
+    from notebook_agent.agent.tools import EXECUTE_CODE
+    from notebook_agent.agent.tools import TOOLS as AGENT_TOOLS
+
+    model = load_model(server + "#smollm2", codec="native", max_retries=0,
+                       tool_choice={"type": "function", "function": {"name": EXECUTE_CODE}})
+    try:
+        c = (await model.complete(MESSAGES, AGENT_TOOLS, SamplingParams(max_tokens=96, temperature=0.0)))[0]
+    finally:
+        await model.aclose()
+    assert c.parse_error is None and c.finish_reason == "tool_calls", (c.raw_text, c.parse_error)
+    assert len(c.tool_calls) == 1 and c.tool_calls[0].name == EXECUTE_CODE and c.tool_calls[0].id
+    args = c.tool_calls[0].arguments
+    assert isinstance(args, dict) and isinstance(args.get("code"), str) and isinstance(args.get("comment"), str)
+    assert c.usage.completion_tokens > 0
+
+
+@pytest.mark.slow
 async def test_retries_503_twice_then_gets_the_real_completion(server):
     proxy = ScriptedProxy(server, [(503, {"retry-after": "0"}), (503, {})])
     try:

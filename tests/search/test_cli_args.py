@@ -55,3 +55,19 @@ def test_collect_needs_mcts_without_a_value_model(tmp_path):
         r = CliRunner().invoke(app, [*base, *extra])
         assert r.exit_code == 2 and "--collect needs --search mcts" in r.output, r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_sandbox_modes_are_checked_by_every_command(tmp_path):
+    bench = tmp_path / "t.jsonl"
+    bench.write_text('{"id": "a", "question": "q?"}\n')
+    for args in (["run", str(SALES), "q?"], ["search", str(SALES), "q?"], ["eval", "run", f"jsonl:{bench}"]):
+        r = CliRunner().invoke(app, [*args, "--sandbox", "maybe", "--out", str(tmp_path / "o")])
+        assert r.exit_code == 2 and "unknown sandbox mode 'maybe'" in r.output, (args, r.output)
+    assert not (tmp_path / "o").exists()
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text("output: out\ntraces: {sandbox: maybe}\n")
+    r = CliRunner().invoke(app, ["data", "build", str(pipeline), "--steps", "traces"])
+    assert r.exit_code == 2 and "traces: unknown sandbox mode 'maybe'" in r.output, r.output
+    r = CliRunner().invoke(app, ["data", "build", str(pipeline), "--steps", "traces", "--sandbox", "perhaps"])
+    assert r.exit_code == 2 and "unknown sandbox mode 'perhaps'" in r.output, r.output
+    assert "[default: require]" in CliRunner().invoke(app, ["eval", "run", "--help"], terminal_width=200).output

@@ -76,10 +76,10 @@ def collection_policy(messages, i):
 
 async def test_collection_rewards_terminals_backup_and_export(task, session, tmp_path):
     model = BranchingModel(collection_policy)
-    cfg = SearchConfig(c_puct=1.25, k=3, iterations=10, max_depth=4, max_consecutive_errors=2,
-                       parse_failure_terminal=True)
+    cfg = SearchConfig(c_puct=1.25, k=3, iterations=10, max_depth=4, parse_failure_terminal=True,
+                       agent=AgentConfig(max_consecutive_errors=2, temperature=0.8))
     events = []
-    result = await run_search(task, model, session, cfg, AgentConfig(),
+    result = await run_search(task, model, session, cfg,
                               reward_scorer=get_scorer("dabench"), on_event=events.append)
     tree = result.tree
     # one model call per expansion, with n = k
@@ -143,7 +143,7 @@ async def test_fork_isolation_between_siblings(task, session):
                          "sorted(f for f in os.listdir('.') if f.endswith('.txt')))")
 
     cfg = SearchConfig(k=2, iterations=3, max_depth=3, c_puct=1.25)  # exploration visits both siblings
-    result = await run_search(task, BranchingModel(policy), session, cfg, AgentConfig())
+    result = await run_search(task, BranchingModel(policy), session, cfg)
     tree = result.tree
     a, b = tree.children(tree.root)
     seen_a = {n.cells[0]["result"]["text"].strip() for n in tree.children(a)}
@@ -156,8 +156,7 @@ async def test_fork_isolation_between_siblings(task, session):
 
 async def test_depth_limit_token_budget_and_no_answer(task, session):
     policy = lambda messages, i: step("execute_code", comment="step", code=f"x = {depth(messages)}")
-    result = await run_search(task, BranchingModel(policy), session, SearchConfig(k=1, iterations=9, max_depth=2),
-                              AgentConfig())
+    result = await run_search(task, BranchingModel(policy), session, SearchConfig(k=1, iterations=9, max_depth=2))
     tree = result.tree
     assert result.status == "exhausted" and result.iterations == 2 and tree.max_depth() == 2
     leaf = tree.nodes[2]
@@ -167,7 +166,7 @@ async def test_depth_limit_token_budget_and_no_answer(task, session):
 
     # tokens: 14 per completion, budget 30 -> 3 expansions, then the budget stops the search
     result = await run_search(task, BranchingModel(policy), session,
-                              SearchConfig(k=1, iterations=9, max_depth=10, max_tokens=30), AgentConfig())
+                              SearchConfig(k=1, iterations=9, max_depth=10, max_tokens=30))
     assert result.status == "max_tokens" and result.iterations == 3 and len(result.tree.nodes) == 4
 
 
@@ -191,7 +190,7 @@ async def test_value_scorer_guides_and_the_session_cap_prunes(task, session):
 
     value = CountingValue()
     cfg = SearchConfig(k=2, iterations=6, max_depth=10, max_live_sessions=3)
-    result = await run_search(task, BranchingModel(policy), session, cfg, AgentConfig(), value_scorer=value)
+    result = await run_search(task, BranchingModel(policy), session, cfg, value_scorer=value)
     tree = result.tree
     assert value.batches and all(b == 2 for b in value.batches)
     # c_puct = 0 and values growing with depth: the search dives
@@ -213,7 +212,8 @@ async def test_majority_vote_baseline_runs_k_isolated_agents(task, session):
 
     from notebook_agent.search import run_vote
 
-    result = await run_vote(task, BranchingModel(policy), session, AgentConfig(seed=11), k=3, temperature=0.7)
+    result = await run_vote(task, BranchingModel(policy), session,
+                            SearchConfig(k=3, agent=AgentConfig(seed=11, temperature=0.7)))
     assert len(result.runs) == 3 and all(r.status == "answered" for r in result.runs)
     assert sorted(r.answer for r in result.runs) == ["@total_units[5]", "@total_units[5]", "@total_units[7]"]
     assert result.answer == "@total_units[5]" == result.aggregates["majority"]
@@ -221,7 +221,7 @@ async def test_majority_vote_baseline_runs_k_isolated_agents(task, session):
     assert sorted(r.settings["seed"] for r in result.runs) == [11, 12, 13]
     traj = result.trajectory
     assert traj.answer == "@total_units[5]" and traj.completion_tokens == 3 * 2 * 4
-    assert traj.settings["search"]["method"] == "vote"
+    assert traj.search["method"] == "vote"
     assert all(r.steps[0].result.text.strip() == "['sales.csv']" for r in result.runs)  # fresh forks
     assert len(session.forks) == 3 and all(f._closed for f in session.forks)
     assert (await session.execute("print('seen' in globals())")).text.strip() == "False"
@@ -237,13 +237,13 @@ async def test_stop_and_cancellation_close_every_fork(task, session):
             stop.set()  # asked for at the 2nd expansion: the search ends before a 3rd
         return step("execute_code", comment="c", code="x = 1")
 
-    result = await run_search(task, BranchingModel(policy), session, SearchConfig(k=2, iterations=10), AgentConfig(),
+    result = await run_search(task, BranchingModel(policy), session, SearchConfig(k=2, iterations=10),
                               stop=stop)
     assert result.status == "cancelled" and result.iterations == 2 and len(result.tree.nodes) == 5
     assert all(f._closed for f in session.forks)
 
     slow = lambda messages, i: step("execute_code", comment="c", code="import time\ntime.sleep(30)")  # noqa: E731
-    run = asyncio.create_task(run_search(task, BranchingModel(slow), session, SearchConfig(k=2), AgentConfig()))
+    run = asyncio.create_task(run_search(task, BranchingModel(slow), session, SearchConfig(k=2)))
     while len(session.forks) < 6:  # the two forks of the first (slow) expansion exist
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.3)
@@ -257,10 +257,10 @@ async def test_stop_and_cancellation_close_every_fork(task, session):
 async def test_eval_collect_mode_rewards_with_the_scorer_and_saves_the_tree(task, session, tmp_path):
     """`eval run --search mcts --collect`: answered nodes get the scorer's reward (the gold
     answer is read), and the tree lands in the run's trees/; without collect they do not."""
-    from notebook_agent.search.eval_fn import SearchRunConfig, search_agent_fn
+    from notebook_agent.eval.search_fn import SearchRunConfig, search_agent_fn
 
-    cfg = SearchConfig(c_puct=1.25, k=3, iterations=10, max_depth=4, max_consecutive_errors=2,
-                       parse_failure_terminal=True)
+    cfg = SearchConfig(c_puct=1.25, k=3, iterations=10, max_depth=4, parse_failure_terminal=True,
+                       agent=AgentConfig(max_consecutive_errors=2, temperature=0.8))
     values = {}
     for collect in (True, False):
         trees = tmp_path / f"trees-{collect}"

@@ -36,6 +36,19 @@ def check_tree(tree: Tree, k: int) -> None:
     assert tree.stats["forks"] == len(tree.nodes) - 1
 
 
+def check_stop(tree: Tree, iterations: int, max_wall_s: float) -> None:
+    """The search stopped for the reason it gives: all iterations done, every path ended, or
+    the wall-time budget spent."""
+    stats = tree.stats
+    assert 1 <= stats["iterations"] <= iterations
+    if stats["status"] == "iterations":
+        assert stats["iterations"] == iterations
+    elif stats["status"] == "exhausted":
+        assert tree.root.closed and all(n.terminal for n in tree.leaves())
+    else:
+        assert stats["status"] == "timeout" and stats["wall_s"] >= max_wall_s, stats
+
+
 @pytest.mark.slow
 def test_search_command_with_smollm2(smollm2_path, tmp_path):
     out = tmp_path / "run"
@@ -43,13 +56,20 @@ def test_search_command_with_smollm2(smollm2_path, tmp_path):
                                  "--iterations", "3", "--k", "2", "--max-tokens-per-turn", "128", "--max-wall", "150",
                                  "--seed", "7", "--out", str(out)],
                           capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "120"})
-    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]  # 2 would be bad input or a crash
     assert "iteration" in proc.stderr and "#0 N=" in proc.stderr  # the tree was drawn
     tree = Tree.load(out / "tree.json")
     check_tree(tree, 2)
-    assert 1 <= tree.stats["iterations"] <= 3 and tree.stats["status"] in ("iterations", "exhausted", "timeout")
+    check_stop(tree, iterations=3, max_wall_s=150)
     answer = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     assert (answer or None) == tree.aggregates["majority"]
+    # the exit status says whether the search found an answer: 0 with one, 1 without
+    assert proc.returncode == (0 if tree.aggregates["majority"] is not None else 1)
+    if tree.aggregates["majority"] is not None:  # the chosen node is the one that gave it
+        assert tree.nodes[tree.chosen].answer == tree.aggregates["majority"]
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["search"]["method"] == "mcts" and meta["isolation"]["backend"] == "forking"
+    assert nbformat.read(str(out / "notebook.ipynb"), as_version=4).metadata["notebook_agent"]["isolation"] == meta["isolation"]
     nb = nbformat.read(str(out / "notebook.ipynb"), as_version=4)
     nbformat.validate(nb)
     path_cells = [c for n in tree.path(tree.chosen) for c in n.cells]
@@ -80,5 +100,7 @@ def test_eval_run_with_mcts_search(smollm2_path, tmp_path):
     check_tree(tree, 2)
     # the record counts the whole search's tokens, and holds the chosen path
     assert record["total_tokens"] == tree.stats["prompt_tokens"] + tree.stats["completion_tokens"] > 0
-    assert record["trajectory"]["settings"]["search"]["method"] == "mcts"
+    assert record["trajectory"]["search"]["method"] == "mcts" and "search" not in record["trajectory"]["settings"]
+    # eval requires isolation by default (CI has bubblewrap): the record says how the kernel was confined
+    assert run["sandbox"] == "require" and record["isolation"]["mode"] == "require" and record["isolation"]["isolated"]
     assert (out / record["notebook"]).is_file()

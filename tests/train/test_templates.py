@@ -60,6 +60,11 @@ def expected_char_spans(tokenizer, template: str, msgs: list[dict], tls) -> list
     return spans
 
 
+# The qwen3 template is tested with Qwen2.5's tokenizer, not a Qwen3 one: no Qwen3 tokenizer
+# installs here (no model hub; the registry's model packages are SmolLM2, Qwen2.5-Coder and
+# Gemma 3). The two share the byte-level BPE vocabulary and the <|im_start|>/<|im_end|>
+# specials the mask depends on, so the spans checked here are the same. Not covered: Qwen3's
+# added <think>/</think> tokens being single tokens (in Qwen2.5's vocabulary they split).
 @pytest.fixture(scope="module")
 def tokenizers(smollm2_tokenizer, qwen_tokenizer, gemma_tokenizer):
     return {"smollm2": smollm2_tokenizer, "qwen2_5": qwen_tokenizer, "qwen3": qwen_tokenizer, "gemma3": gemma_tokenizer}

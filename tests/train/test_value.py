@@ -87,7 +87,7 @@ def test_value_model_learns_truncates_and_round_trips(tiny_model_dir, tree_dir, 
     import torch
 
     from notebook_agent.search.value import ValueScorer
-    from notebook_agent.train.value_model import ValueModel
+    from notebook_agent.models.value_model import ValueModel
     from notebook_agent.train.value_train import (
         ValueSettings,
         build_value_model,

@@ -39,6 +39,7 @@ def trajectory_to_notebook(traj: Trajectory, task_format: str = "", constraints:
         "model": traj.model,
         "status": traj.status,
         "files": traj.files,
+        "isolation": traj.isolation,   # how the kernel that made the outputs was confined
     }
     header = f"# Question\n\n{traj.question.strip()}"
     if constraints:

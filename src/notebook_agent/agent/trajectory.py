@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from ..kernel.base import ExecutionResult
 
-# Why a run ended. "answered" is the only success; every limit has its own status.
+# Why a run ended. "answered" is the only success; every limit has its own status. This is the
+# one list: search, eval and the web page extend it explicitly (search.tree.NodeReason,
+# eval.results.RecordStatus, ui.runs.UIRunStatus) rather than adding strings of their own.
 RunStatus = Literal[
     "answered",
     "max_turns",
@@ -21,6 +23,7 @@ RunStatus = Literal[
     "kernel_error",
     "cancelled",
 ]
+RUN_STATUSES: tuple[RunStatus, ...] = get_args(RunStatus)
 
 
 @dataclass
@@ -58,7 +61,10 @@ class Trajectory:
     task_id: str = ""
     files: list[str] = field(default_factory=list)
     model: str = ""
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)     # the AgentConfig (settings only)
+    counters: dict[str, int] = field(default_factory=dict)     # agent.state.Counters of the run
+    search: dict[str, Any] = field(default_factory=dict)       # search settings and statistics, if any
+    isolation: dict[str, Any] = field(default_factory=dict)    # how the kernel was confined (session.isolation)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     turns: int = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -15,16 +16,22 @@ def build(
     config: Path = typer.Argument(..., exists=True, dir_okay=False, help="pipeline YAML"),
     steps: str = typer.Option("", help="comma-separated subset of read,filter,dedup,link,score,qa,traces,export"),
     output: str = typer.Option("", help="override `output` of the config"),
+    sandbox: Optional[str] = typer.Option(None, help="kernel isolation of the traces step: auto, require or off "
+                                          "(default: the config's `traces.sandbox`, auto)"),
 ) -> None:
     """Run the pipeline (or some of its steps); per-step stats go to OUT/stats.json."""
     from rich.console import Console
 
     from .build import run_pipeline
     from .config import load_config
+    from .traces import check_trace_config
 
     console = Console(stderr=True)
     try:
         cfg = load_config(config, {"output": output} if output else None)
+        if sandbox is not None:
+            cfg.traces.sandbox = sandbox  # type: ignore[assignment]
+        check_trace_config(cfg.traces)
         stats = run_pipeline(cfg, steps or None, log=lambda m: console.print(f"[bold]data[/]: {m}"))
     except (ValueError, TypeError) as e:
         console.print(f"[red]error:[/] {e}")

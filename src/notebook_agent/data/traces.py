@@ -3,7 +3,7 @@ linked files, score its answer against the task's with the evaluation scorer, ke
 
 Notebooks whose files are not all here (`metadata["executable"]` false) are skipped
 (`skipped_no_data`), unless `llm_interpreter` is on: then a model plays the kernel
-(`kernel.llm_interpreter.LLMInterpreterSession`), grounded in the notebook's own cells and real
+(`data.llm_interpreter.LLMInterpreterSession`), grounded in the notebook's own cells and real
 outputs, and the trace is marked `executor_type: "llm"` (counters with an `_llm` suffix:
 `traced_llm`, `correct_llm`, ...). Its outputs are guesses; export can drop such rows
 (`export.executor_types`). A crashing run is logged with the task id and skipped; the other
@@ -23,13 +23,15 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.batching import batched
 from loguru import logger
 
-from ..agent.loop import AgentConfig, run_agent
-from ..kernel import KernelSession, make_session
-from ..kernel.llm_interpreter import LLMInterpreterSession
+from ..agent.config import AgentConfig, SessionConfig
+from ..agent.loop import run_agent
+from ..agent.session import task_session
+from ..kernel import SandboxMode
 from ..models.base import ChatModel
 from ..tasks.scoring import get_scorer
 from ..tasks.task import Task
 from .llm.prompts import render_notebook
+from .llm_interpreter import LLMInterpreterSession
 from .notebook import notebook_of
 
 
@@ -38,6 +40,7 @@ class TraceConfig:
     model: str | None = None              # default: the LLM steps' model
     model_options: dict[str, Any] | None = None
     kernel: str = "local"
+    sandbox: SandboxMode = "auto"         # kernel isolation: auto, require or off (data build --sandbox)
     concurrency: int = 1                  # agent runs at once
     batch_size: int = 4
     scorer: str = "dabench"
@@ -114,16 +117,13 @@ class TraceStep(PipelineStep):
     async def trace(self, doc: Document, rec: dict[str, Any], sem: asyncio.Semaphore, executor: str = "jupyter") -> None:
         task = task_of(doc, rec, missing_too=executor == "llm")
         async with sem:
-            session: KernelSession = (self.interpreter_session(doc) if executor == "llm"
-                                      else make_session(self.config.kernel, files=task.files))
-            try:
-                await session.start()
+            custom = self.interpreter_session(doc) if executor == "llm" else None
+            session_config = SessionConfig(backend=self.config.kernel, sandbox=self.config.sandbox)
+            async with task_session(task, session_config, session=custom) as session:
                 traj = await run_agent(task, self.model(), session, AgentConfig(**self.config.agent))
-            finally:
-                await session.close()
         score = get_scorer(self.config.scorer).score(task, traj.answer)
         rec["trace"] = {"trajectory": traj.to_dict(), "executor_type": executor, "predicted": traj.answer,
-                        "correct": score.correct, "fraction": score.fraction}
+                        "correct": score.correct, "fraction": score.fraction, "isolation": traj.isolation}
         if executor == "llm":
             model = self.interpreter_model()
             rec["trace"]["interpreter_model"] = getattr(model, "name", type(model).__name__)
@@ -163,3 +163,11 @@ class TraceStep(PipelineStep):
                         self.stat_update("dropped", "dropped_no_trace")
         finally:
             loop.close()
+
+
+def check_trace_config(config: TraceConfig) -> None:
+    """A ValueError naming the key when the kernel settings are not ones a session takes."""
+    try:
+        SessionConfig(backend=config.kernel, sandbox=config.sandbox)
+    except ValueError as e:
+        raise ValueError(f"traces: {e}") from None

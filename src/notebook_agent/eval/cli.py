@@ -11,20 +11,27 @@ with one JSON line holding the metrics (abq, psaq, uasq as fractions, n, ...).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
 import typer
 from typer.core import TyperGroup
 
+from ..agent.config import AgentConfig, SessionConfig, from_options
 from ..tasks.formats.common import BenchmarkError, LoadIssue, LoadResult, read_jsonl
 from ..tasks.loaders import benchmark_kind, load_benchmark
-from ..tasks.scoring import Metrics, ScoredItem, get_scorer, scorer_for, summarize
+from ..tasks.scoring import Metrics, ScoredItem, Scorer, get_scorer, scorer_for, summarize
+from ..tasks.task import Task
+
+if TYPE_CHECKING:
+    from .runner import AgentFn, EvalSummary, RunConfig
+C = TypeVar("C")
 
 RUNNER_SLACK_S = 60.0  # the runner's hard limit = --task-timeout + this (kernel start, close, a last reply)
 
@@ -77,7 +84,7 @@ def _report_issues(issues: list[LoadIssue]) -> None:
         _err(f"  ... and {len(issues) - 50} more")
 
 
-def _scorer(bench: str, name: str | None) -> Any:
+def _scorer(bench: str, name: str | None) -> Scorer:
     try:
         return get_scorer(name) if name else scorer_for(benchmark_kind(bench))
     except (ValueError, BenchmarkError) as e:
@@ -167,35 +174,75 @@ def score(
 
 
 # --- run ---------------------------------------------------------------------------------------
-def _agent_config(scaffold: str, task_timeout: float, **given: Any) -> Any:
-    """The agent's config: its defaults, overridden by the options given (None = not given)."""
-    from ..agent.loop import AgentConfig
-
-    return AgentConfig(scaffold=scaffold, max_wall_s=task_timeout,  # type: ignore[arg-type]
-                       **{k: v for k, v in given.items() if v is not None})
+TASKS, AGENT, KERNEL, SEARCH, OUTPUT = "Tasks", "Agent", "Kernel", "Search (--search mcts|vote)", "Output"
 
 
-async def _run(tasks: list[Any], issues: list[LoadIssue], bench: str, model_spec: str | None, out: Path, workers: int,
-               task_timeout: float, agent_config: Any, scorer: Any, backend: str, progress: bool,
-               check_settings: bool, agent_fn: Any = None, search: str = "none") -> Any:
+def _exit(message: str) -> None:
+    _err(f"error: {message}")
+    raise typer.Exit(2)
+
+
+def _config(cls: Callable[..., C], **options: Any) -> C:
+    """A config from the options given (None = not given: the config's default); a bad value
+    ends the command with status 2."""
+    try:
+        return from_options(cls, **options)
+    except ValueError as e:
+        _exit(str(e))
+        raise  # unreachable: _exit exits
+
+
+def _search_setup(search: str, agent: AgentConfig, task_timeout: float, out: Path, scorer: Scorer,
+                  value_model: Path | None, collect: bool, **given: Any) -> tuple[RunConfig, AgentFn | None]:
+    """(run config, agent_fn) for `--search`: the agent's config itself for "none", else a
+    SearchRunConfig nesting it and the search adapter. Bad combinations end the command."""
+    if search not in ("none", "mcts", "vote"):
+        _exit("--search must be none, mcts or vote")
+    if collect and (search != "mcts" or value_model is not None):
+        _exit("--collect needs --search mcts and no --value-model (the scorer values answered nodes)")
+    if search == "none":
+        return agent, None
+    from ..search.config import SEARCH_TEMPERATURE, SearchConfig
+    from ..search.value import load_value_scorer
+    from .search_fn import SearchRunConfig, search_agent_fn
+
+    temperature = given.pop("temperature")
+    agent = dataclasses.replace(agent, temperature=SEARCH_TEMPERATURE if temperature is None else temperature)
+    config = _config(SearchConfig, agent=agent, max_wall_s=task_timeout, **given)
+    if value_model is not None and search != "mcts":
+        _exit("--value-model needs --search mcts")
+    try:
+        value_scorer = load_value_scorer(str(value_model) if value_model else None)
+    except Exception as e:  # a broken or incompatible model dir: one line, no traceback
+        _exit(f"could not load the value model {value_model}: {e}")
+    run_config = SearchRunConfig(method=search, search=config,  # type: ignore[arg-type]
+                                 value_model=str(value_model) if value_model else None, collect=collect)
+    return run_config, search_agent_fn(out / "trees", value_scorer, reward_scorer=scorer)  # used when collecting
+
+
+async def _run(tasks: list[Task], issues: list[LoadIssue], bench: str, model_spec: str | None, out: Path,
+               workers: int, task_timeout: float, run_config: RunConfig, scorer: Scorer,
+               session_config: SessionConfig, progress: bool, check_settings: bool, agent_fn: AgentFn | None = None,
+               search: str = "none") -> EvalSummary:
+    from ..agent.session import check_sandbox
     from ..models.resolve import load_model
-    from .runner import default_session_factory, run_eval
+    from .runner import run_eval
 
     model = load_model(model_spec)
     try:
+        await check_sandbox(session_config)  # no task may run less confined than asked
         return await run_eval(
             tasks, model, out,
             scorer=scorer,
-            agent_config=agent_config,
+            agent_config=run_config,
             workers=workers,
             task_timeout_s=task_timeout + RUNNER_SLACK_S,
-            session_factory=default_session_factory(backend=backend),
+            session_config=session_config,
             agent_fn=agent_fn,
             progress=progress,
             settings={"benchmark": bench, "model": model_spec or getattr(model, "name", ""),
-                      "model_name": getattr(model, "name", ""),
-                      "scaffold": getattr(agent_config, "scaffold", None), "kernel_backend": backend,
-                      "search": search},
+                      "model_name": getattr(model, "name", ""), "kernel_backend": session_config.backend,
+                      "sandbox": session_config.sandbox, "search": search},
             load_issues=issues,
             check_settings=check_settings,
         )
@@ -237,98 +284,78 @@ def run_interruptible(coro: Coroutine[Any, Any, Any]) -> Any:
         asyncio.set_event_loop(None)
 
 
+def _opt(default: Any, *names: str, panel: str, help: str) -> Any:
+    return typer.Option(default, *names, help=help, rich_help_panel=panel)
+
+
 @app.command()
 def run(
     bench: str = typer.Argument(..., help="KIND:PATH, e.g. dabench:../shared/benchmarks/dabench-dev"),
-    model: Optional[str] = typer.Option(None, "--model", "-m",
-                                        help="registry name, GGUF file, model dir, URL#model or HF id (default: "
-                                             "the embedded default model)"),
-    out: Path = typer.Option(..., "--out", "-o", help="run directory (rerun the same command to continue)"),
-    workers: int = typer.Option(1, "--workers", "-w", help="tasks run in parallel, one kernel each"),
-    limit: Optional[int] = typer.Option(None, help="only the first K tasks"),
-    ids: Optional[list[str]] = typer.Option(None, help="only these task ids (comma-separated or repeated)"),
-    max_turns: Optional[int] = typer.Option(None, help="model turns per task (default: the agent's)"),
-    scaffold: str = typer.Option("tools", help="tools (tool calls) or react (Thought / code / Formatted answer)"),
-    task_timeout: float = typer.Option(900.0, help="seconds per task: the agent stops itself at this limit"),
-    cell_timeout: Optional[float] = typer.Option(None, help="seconds per cell (default: the agent's)"),
-    max_tokens_per_turn: Optional[int] = typer.Option(None, help="completion tokens per model call"),
-    temperature: Optional[float] = typer.Option(None, help="sampling temperature (default: the agent's, 0)"),
-    seed: Optional[int] = typer.Option(None, help="sampling seed"),
-    preview: bool = typer.Option(True, help="show the model the columns and first rows of tables"),
-    scorer: Optional[str] = typer.Option(None, help="scorer name (default: the benchmark's official one)"),
-    backend: Optional[str] = typer.Option(None, help="kernel backend (default: local; forking with --search)"),
-    search: str = typer.Option("none", help="none (one agent run), mcts (tree search) or vote (k runs, majority)"),
-    k: int = typer.Option(3, "--k", help="search: children per expansion (mcts) or runs (vote)"),
-    iterations: int = typer.Option(40, help="mcts: iterations per task"),
-    c_puct: float = typer.Option(0.0, help="mcts: exploration constant (0 at inference)"),
-    max_depth: int = typer.Option(10, help="mcts: steps per path"),
-    search_temperature: float = typer.Option(0.8, help="search: sampling temperature"),
-    aggregate: str = typer.Option("majority", help="mcts: majority, value_weighted or best_value"),
-    search_tokens: Optional[int] = typer.Option(None, help="mcts: model tokens per task"),
-    value_model: Optional[Path] = typer.Option(None, help="mcts: value model dir (notebook-agent train value)"),
-    collect: bool = typer.Option(False, "--collect", help="mcts: collect training trees (out/trees): answered nodes "
-                                 "are rewarded by the scorer, which reads the gold answer, so the scores are not "
-                                 "evaluation figures; use --c-puct 1.25 and training tasks, never the test set"),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="live progress bar"),
-    allow_changed_settings: bool = typer.Option(False, help="continue a run dir made with other settings"),
+    model: Optional[str] = _opt(None, "--model", "-m", panel=AGENT, help="registry name, GGUF file, model dir, "
+                                "URL#model or HF id (default: the embedded default model)"),
+    out: Path = _opt(..., "--out", "-o", panel=OUTPUT, help="run directory (rerun the same command to continue)"),
+    workers: int = _opt(1, "--workers", "-w", panel=OUTPUT, help="tasks run in parallel, one kernel each"),
+    limit: Optional[int] = _opt(None, panel=TASKS, help="only the first K tasks"),
+    ids: Optional[list[str]] = _opt(None, panel=TASKS, help="only these task ids (comma-separated or repeated)"),
+    scorer: Optional[str] = _opt(None, panel=TASKS, help="scorer name (default: the benchmark's official one)"),
+    scaffold: Optional[str] = _opt(None, panel=AGENT, help="tools (tool calls, the default) or react "
+                                   "(Thought / code / Formatted answer)"),
+    max_turns: Optional[int] = _opt(None, panel=AGENT, help="model turns per task (default: the agent's)"),
+    task_timeout: Optional[float] = _opt(None, panel=AGENT, help="seconds per task: the agent stops itself at this "
+                                         f"limit (default: the agent's wall-time limit, {AgentConfig.max_wall_s:g})"),
+    cell_timeout: Optional[float] = _opt(None, panel=AGENT, help="seconds per cell (default: the agent's)"),
+    max_tokens_per_turn: Optional[int] = _opt(None, panel=AGENT, help="completion tokens per model call"),
+    temperature: Optional[float] = _opt(None, panel=AGENT, help="sampling temperature (default: the agent's, "
+                                        "0; with --search, 0.8)"),
+    seed: Optional[int] = _opt(None, panel=AGENT, help="sampling seed"),
+    preview: Optional[bool] = _opt(None, "--preview/--no-preview", panel=AGENT,
+                                   help="show the model the columns and first rows of tables (default: on)"),
+    backend: Optional[str] = _opt(None, panel=KERNEL, help="kernel backend (default: local; forking with --search)"),
+    sandbox: str = _opt("require", panel=KERNEL, help="kernel isolation: require (the default here: a benchmark's "
+                        "labels must never be reachable from a kernel), auto or off"),
+    search: str = _opt("none", panel=SEARCH, help="none (one agent run), mcts (tree search) or vote (k runs, majority)"),
+    k: Optional[int] = _opt(None, "--k", panel=SEARCH, help="children per expansion (mcts) or runs (vote); default: the search's"),
+    iterations: Optional[int] = _opt(None, panel=SEARCH, help="mcts: iterations per task (default: the search's)"),
+    c_puct: Optional[float] = _opt(None, panel=SEARCH, help="mcts: exploration constant (default: the search's, 0, for inference)"),
+    max_depth: Optional[int] = _opt(None, panel=SEARCH, help="mcts: steps per path (default: the search's)"),
+    search_temperature: Optional[float] = _opt(None, panel=SEARCH, help="same as --temperature, kept for old commands"),
+    aggregate: Optional[str] = _opt(None, panel=SEARCH, help="mcts: majority (default), value_weighted or best_value"),
+    search_tokens: Optional[int] = _opt(None, panel=SEARCH, help="mcts: model tokens per task"),
+    value_model: Optional[Path] = _opt(None, panel=SEARCH, help="mcts: value model dir (notebook-agent train value)"),
+    collect: bool = _opt(False, "--collect", panel=SEARCH, help="mcts: collect training trees (out/trees): answered "
+                         "nodes are rewarded by the scorer, which reads the gold answer, so the scores are not "
+                         "evaluation figures; use --c-puct 1.25 and training tasks, never the test set"),
+    progress: bool = _opt(True, "--progress/--no-progress", panel=OUTPUT, help="live progress bar"),
+    allow_changed_settings: bool = _opt(False, panel=OUTPUT, help="continue a run dir made with other settings"),
 ) -> None:
     """Run the agent on every task of BENCH and score it; rerun to continue an interrupted run."""
-    if scaffold not in ("tools", "react"):
-        _err("error: --scaffold must be 'tools' or 'react'")
-        raise typer.Exit(2)
     if workers < 1:
-        _err("error: --workers must be >= 1")
-        raise typer.Exit(2)
+        _exit("--workers must be >= 1")
+    agent = _config(AgentConfig, max_wall_s=task_timeout, scaffold=scaffold, max_turns=max_turns,
+                    cell_timeout_s=cell_timeout, max_tokens_per_turn=max_tokens_per_turn, seed=seed,
+                    file_preview=preview, temperature=temperature if search == "none" else None)
+    task_timeout = agent.max_wall_s  # the agent's limit is the task's (the runner adds RUNNER_SLACK_S)
     result = _load(bench, limit, ids)
     if not result.tasks:
-        _err("error: no task to run")
-        raise typer.Exit(2)
+        _exit("no task to run")
     sc = _scorer(bench, scorer)
-    config = _agent_config(scaffold, task_timeout, max_turns=max_turns, cell_timeout_s=cell_timeout,
-                           max_tokens_per_turn=max_tokens_per_turn, temperature=temperature, seed=seed,
-                           file_preview=preview)
-    agent_fn = None
-    if search not in ("none", "mcts", "vote"):
-        _err("error: --search must be none, mcts or vote")
-        raise typer.Exit(2)
-    if collect and (search != "mcts" or value_model is not None):
-        _err("error: --collect needs --search mcts and no --value-model (the scorer values answered nodes)")
-        raise typer.Exit(2)
-    if search != "none":
-        from ..search.config import SearchConfig
-        from ..search.eval_fn import SearchRunConfig, search_agent_fn
-
-        try:
-            search_config = SearchConfig(c_puct=c_puct, k=k, max_depth=max_depth, iterations=iterations,
-                                         max_wall_s=task_timeout, max_tokens=search_tokens,
-                                         temperature=search_temperature, max_consecutive_errors=config.max_consecutive_errors,
-                                         aggregate=aggregate)  # type: ignore[arg-type]
-        except ValueError as e:
-            _err(f"error: {e}")
-            raise typer.Exit(2) from None
-        from ..search.value import load_value_scorer
-
-        if value_model is not None and search != "mcts":
-            _err("error: --value-model needs --search mcts")
-            raise typer.Exit(2)
-        try:
-            value_scorer = load_value_scorer(str(value_model) if value_model else None)
-        except Exception as e:  # a broken or incompatible model dir: one line, no traceback
-            _err(f"error: could not load the value model {value_model}: {e}")
-            raise typer.Exit(2) from None
-        config = SearchRunConfig(method=search, agent=config, search=search_config,  # type: ignore[arg-type]
-                                 value_model=str(value_model) if value_model else None, collect=collect)
-        agent_fn = search_agent_fn(out / "trees", value_scorer, reward_scorer=sc)  # used when config.collect
-    backend = backend or ("forking" if search != "none" else "local")
+    config, agent_fn = _search_setup(search, agent, task_timeout, out, sc, value_model, collect,
+                                     temperature=search_temperature if search_temperature is not None else temperature,
+                                     k=k, iterations=iterations, c_puct=c_puct, max_depth=max_depth,
+                                     aggregate=aggregate, max_tokens=search_tokens)
+    session_config = _config(SessionConfig, backend=backend or ("forking" if search != "none" else "local"),
+                             sandbox=sandbox)
+    from ..agent.session import SessionStartError, start_error_message
     from ..models.base import ModelError
     from .runner import RunLocked, SettingsMismatch
 
     try:
         summary = run_interruptible(_run(result.tasks, result.errors, bench, model, out, workers, task_timeout, config,
-                                         sc, backend, progress, not allow_changed_settings, agent_fn, search))
+                                         sc, session_config, progress, not allow_changed_settings, agent_fn, search))
+    except SessionStartError as e:
+        _exit(start_error_message(e))
     except (SettingsMismatch, RunLocked, ModelError) as e:
-        _err(f"error: {e}")
-        raise typer.Exit(2) from None
+        _exit(str(e))
     _print_metrics(summary.metrics, f"{bench}: {out} ({summary.n_run} run now, {summary.n_resumed} resumed)")
     print(f"results: {out / 'results.jsonl'}  notebooks: {out / 'notebooks'}")
     print(metrics_json(summary.metrics, n_tasks=summary.n_tasks, n_run=summary.n_run, n_resumed=summary.n_resumed,

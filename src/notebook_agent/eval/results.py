@@ -15,14 +15,17 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from ..agent.trajectory import RunStatus
 from ..tasks.scoring import Score, ScoredItem
 
 RESULTS_FILE = "results.jsonl"
 RUN_FILE = "run.json"
 NOTEBOOK_DIR = "notebooks"
-RETRY_STATUSES = frozenset({"cancelled", "crashed", "model_error", "kernel_error"})
+# A record's status: how the agent's run ended, or "crashed" (the harness failed on the task).
+RecordStatus = RunStatus | Literal["crashed"]
+RETRY_STATUSES: frozenset[RecordStatus] = frozenset({"cancelled", "crashed", "model_error", "kernel_error"})
 
 
 class ResultsWriter:

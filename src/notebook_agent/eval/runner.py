@@ -27,8 +27,15 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
+if TYPE_CHECKING:
+    from ..agent.trajectory import Trajectory
+    from .search_fn import SearchRunConfig
+
+from ..agent.config import AgentConfig, SessionConfig
+from ..agent.save import save_run
+from ..agent.session import task_session
 from ..kernel.base import KernelSession
 from ..tasks.formats.common import LoadIssue
 from ..tasks.scoring import Metrics, Score, Scorer, summarize
@@ -38,6 +45,7 @@ from .results import (
     RESULTS_FILE,
     RETRY_STATUSES,
     RUN_FILE,
+    RecordStatus,
     ResultsWriter,
     is_final,
     latest_by_id,
@@ -47,11 +55,12 @@ from .results import (
 )
 
 SessionFactory = Callable[[Task], KernelSession]
-AgentFn = Callable[..., Awaitable[Any]]  # (task, model, session, config, on_event=None) -> Trajectory
+# What a task runs with: the agent's config, or a search's (eval/search_fn.py).
+RunConfig = Union[AgentConfig, "SearchRunConfig"]
+AgentFn = Callable[..., Awaitable["Trajectory"]]  # (task, model, session, config: RunConfig, on_event=None)
 
 # run.json keys that must not change between the sessions of one run (else results mix).
 IDENTITY_KEYS = ("benchmark", "model", "scorer", "agent_config")
-CLOSE_TIMEOUT_S = 30.0
 
 
 class SettingsMismatch(RuntimeError):
@@ -92,14 +101,12 @@ class EvalSummary:
                 **self.metrics.to_dict()}
 
 
-def default_session_factory(backend: str = "local", limits: Any = None, **kwargs: Any) -> SessionFactory:
-    """A factory of not-yet-started sessions from the runtime, holding each task's files."""
-    from ..kernel import make_session  # the runtime is imported only when a real run needs it
-
-    def factory(task: Task) -> KernelSession:
-        return make_session(backend=backend, files=list(task.files), limits=limits, **kwargs)
-
-    return factory
+def scaffold_of(config: RunConfig) -> str | None:
+    """The scaffold a run config works with (a search's is its agent's)."""
+    if isinstance(config, AgentConfig):
+        return config.scaffold
+    search = getattr(config, "search", None)
+    return search.agent.scaffold if search is not None else None
 
 
 def git_commit() -> str | None:
@@ -239,11 +246,11 @@ class _Progress:
 class _Run:
     """The state of one `run_eval` call."""
 
-    def __init__(self, model: Any, out_dir: Path, scorer: Scorer, agent_config: Any, task_timeout_s: float | None,
-                 session_factory: SessionFactory, agent_fn: AgentFn):
+    def __init__(self, model: Any, out_dir: Path, scorer: Scorer, agent_config: RunConfig, task_timeout_s: float | None,
+                 session_config: SessionConfig, session_factory: SessionFactory | None, agent_fn: AgentFn):
         self.model, self.out_dir, self.scorer = model, out_dir, scorer
         self.agent_config, self.task_timeout_s = agent_config, task_timeout_s
-        self.session_factory, self.agent_fn = session_factory, agent_fn
+        self.session_config, self.session_factory, self.agent_fn = session_config, session_factory, agent_fn
         self.records: dict[str, dict[str, Any]] = {}
         self.writer: ResultsWriter | None = None
         self.running = 0
@@ -263,13 +270,13 @@ class _Run:
         """Run one task in its own session; never raises except on cancellation."""
         t0 = time.monotonic()
         traj: Any = None
-        status, detail, error = "", "", None
-        session: KernelSession | None = None
+        status: RecordStatus | None = None
+        detail, error = "", None
         try:
             async with asyncio.timeout(self.task_timeout_s) as deadline:
-                session = self.session_factory(task)
-                await session.start()
-                traj = await self.agent_fn(task, self.model, session, self.agent_config)
+                custom = self.session_factory(task) if self.session_factory is not None else None
+                async with task_session(task, self.session_config, session=custom) as session:
+                    traj = await self.agent_fn(task, self.model, session, self.agent_config)
         except TimeoutError:
             if deadline.expired():
                 status, detail = "timeout", f"task timeout of {self.task_timeout_s:g} s reached"
@@ -280,14 +287,11 @@ class _Run:
             raise
         except Exception as e:
             status, detail, error = "crashed", f"{type(e).__name__}: {e}", traceback.format_exc()
-        finally:
-            if session is not None:
-                await _close(session)
-        if traj is not None and not status:
+        if traj is not None and status is None:
             status, detail = traj.status, traj.status_detail
         return self.make_record(task, traj, status, detail, error, time.monotonic() - t0)
 
-    def make_record(self, task: Task, traj: Any, status: str, detail: str, error: str | None,
+    def make_record(self, task: Task, traj: Any, status: RecordStatus, detail: str, error: str | None,
                     wall_s: float) -> dict[str, Any]:
         answer = traj.answer if traj is not None else None
         try:
@@ -318,28 +322,17 @@ class _Run:
             "error": error,
             "notebook": None,
             "finished_at": _now(),
+            "isolation": traj.isolation if traj is not None else None,
             "trajectory": traj.to_dict() if traj is not None else None,
         }
         if traj is not None:
             try:
-                record["notebook"] = self.write_notebook(task, traj)
+                rel = Path(NOTEBOOK_DIR) / f"{safe_name(task.id)}.ipynb"
+                save_run(traj, self.out_dir, task=task, notebook=rel, trajectory=None, metadata=None)
+                record["notebook"] = str(rel)
             except Exception as e:
                 record["notebook_error"] = f"{type(e).__name__}: {e}"
         return record
-
-    def write_notebook(self, task: Task, traj: Any) -> str:
-        import nbformat
-
-        from ..agent.notebook import trajectory_to_notebook
-
-        nb = trajectory_to_notebook(traj, task_format=task.format, constraints=task.constraints)
-        rel = Path(NOTEBOOK_DIR) / f"{safe_name(task.id)}.ipynb"
-        path = self.out_dir / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        nbformat.write(nb, str(tmp))
-        os.replace(tmp, path)
-        return str(rel)
 
     async def worker(self, queue: asyncio.Queue[Task], bar: _Progress) -> None:
         while True:
@@ -368,31 +361,16 @@ def _prewarm_notebooks() -> None:
     nbformat.validate(new_notebook())
 
 
-async def _close(session: KernelSession) -> None:
-    """Close a session; a failure to close is reported, never raised over the task's outcome."""
-    try:
-        await asyncio.wait_for(session.close(), CLOSE_TIMEOUT_S)
-    except asyncio.CancelledError:
-        # Interrupted while closing: finish closing (no kernel may outlive the run), then go on
-        # being cancelled.
-        try:
-            await asyncio.wait_for(session.close(), CLOSE_TIMEOUT_S)
-        except BaseException:  # noqa: BLE001
-            pass
-        raise
-    except Exception as e:
-        print(f"warning: closing a kernel session failed: {e!r}", file=sys.stderr)
-
-
 async def run_eval(
     tasks: Sequence[Task],
     model: Any,
     out_dir: str | Path,
     *,
     scorer: Scorer,
-    agent_config: Any = None,
+    agent_config: RunConfig | None = None,
     workers: int = 1,
     task_timeout_s: float | None = None,
+    session_config: SessionConfig | None = None,
     session_factory: SessionFactory | None = None,
     agent_fn: AgentFn | None = None,
     progress: bool = True,
@@ -403,8 +381,9 @@ async def run_eval(
 ) -> EvalSummary:
     """Run `agent_fn` on every task not already finished in `out_dir`, `workers` at a time.
 
-    `model` is shared by all workers. `session_factory(task)` returns a not-yet-started
-    `KernelSession` holding the task's files (default: the local runtime). `agent_fn` defaults
+    `model` is shared by all workers. Each task's session is opened by `agent.session.task_session`
+    with `session_config` (default `SessionConfig()`: local backend, sandbox "auto"), or from
+    `session_factory(task)` (a not-yet-started `KernelSession` holding the task's files). `agent_fn` defaults
     to `notebook_agent.agent.loop.run_agent` and `agent_config` to its `AgentConfig()`.
     `settings` (benchmark, model name, ...) go to `out_dir/run.json`; a rerun whose benchmark,
     model, scorer or agent config differ raises `SettingsMismatch` unless `check_settings` is
@@ -421,7 +400,7 @@ async def run_eval(
 
         agent_fn = agent_fn or run_agent
         agent_config = agent_config if agent_config is not None else AgentConfig()
-    session_factory = session_factory or default_session_factory()
+    session_config = session_config or SessionConfig()
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -438,6 +417,8 @@ async def run_eval(
             **(settings or {}),
             "scorer": scorer.name,
             "agent_config": _config_dict(agent_config),
+            "scaffold": scaffold_of(agent_config),
+            "session": _config_dict(session_config) if session_factory is None else "custom",
             "workers": workers,
             "task_timeout_s": task_timeout_s,
             "git_commit": git_commit(),
@@ -448,7 +429,7 @@ async def run_eval(
 
         if todo:
             _prewarm_notebooks()
-        run = _Run(model, out_dir, scorer, agent_config, task_timeout_s, session_factory, agent_fn)
+        run = _Run(model, out_dir, scorer, agent_config, task_timeout_s, session_config, session_factory, agent_fn)
         run.records = dict(done)
         queue: asyncio.Queue[Task] = asyncio.Queue()
         for t in todo:

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import Message, ToolSpec
+
+if TYPE_CHECKING:
+    from .codecs import ToolCodec
 
 #: Used when a model ships no template (ChatML, what SmolLM2 and Qwen use).
 CHATML = (
@@ -79,3 +83,34 @@ def render(
         eos_token=eos_token,
         **extra,
     )
+
+
+# -- training templates at inference, and conversations rendered through a codec -----------------
+GENERATION_TAG = re.compile(r"\{%-?\s*(?:end)?generation\s*-?%\}")
+
+
+def strip_generation_markers(template: str) -> str:
+    """A training template (with `{% generation %}` markers) as inference renders it."""
+    return GENERATION_TAG.sub("", template)
+
+
+def codec_for(name: "str | ToolCodec", template: str) -> "ToolCodec":
+    """The codec as a backend serving this (training or inference) template would configure it."""
+    from .codecs import get_codec
+
+    return get_codec(name).for_template(strip_generation_markers(template))
+
+
+def render_messages(codec: "ToolCodec", messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """The conversation as the codec writes it (what the chat template is applied to)."""
+    msgs, tls = codec.encode(messages, tools or None)
+    return [{**m, "content": m.get("content") or ""} for m in msgs], tls
+
+
+def render_text(tokenizer: Any, template: str, codec: "ToolCodec", messages: list[dict[str, Any]],
+                tools: list[dict[str, Any]] | None = None, add_generation_prompt: bool = False) -> str:
+    """The conversation's text through the codec and the template, by the tokenizer's renderer."""
+    msgs, tls = render_messages(codec, messages, tools)
+    return tokenizer.apply_chat_template(msgs, tools=tls, chat_template=template, tokenize=False,
+                                         add_generation_prompt=add_generation_prompt)

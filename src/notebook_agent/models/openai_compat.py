@@ -70,12 +70,14 @@ class OpenAICompatModel(ChatModel):
         name: str | None = None,
         backoff: float = 0.5,
         max_backoff: float = 30.0,
+        tool_choice: str | dict[str, Any] | None = None,
     ):
         if not base_url.startswith(("http://", "https://")):
             raise ModelError(f"base_url must start with http:// or https://, got {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.codec = get_codec(codec)
+        self.tool_choice = tool_choice  # native codec: sent as the request's `tool_choice` ("auto", "required", a named function)
         self.timeout = timeout
         self.max_retries = max_retries
         self.concurrency = concurrency
@@ -178,6 +180,8 @@ class OpenAICompatModel(ChatModel):
             body["top_logprobs"] = 1  # llama.cpp's server returns logprobs only when this is set
         if self.codec.native and send_tools:
             body["tools"] = send_tools
+            if self.tool_choice is not None:
+                body["tool_choice"] = self.tool_choice
 
         def with_seed(b: dict[str, Any], i: int) -> dict[str, Any]:
             if params.seed is not None:

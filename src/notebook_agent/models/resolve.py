@@ -72,7 +72,7 @@ def _accepted() -> str:
 
 _LLAMA_OPTS = {"n_ctx", "n_threads", "codec", "chat_template", "seed", "top_k", "min_p", "n_batch", "name"}
 _HF_OPTS = {"codec", "device", "dtype", "gguf_file", "name", "chat_template"}
-_OPENAI_OPTS = {"api_key", "api_key_env", "codec", "timeout", "max_retries", "concurrency", "context_window", "name", "backoff"}
+_OPENAI_OPTS = {"api_key", "api_key_env", "codec", "timeout", "max_retries", "concurrency", "context_window", "name", "backoff", "tool_choice"}
 
 
 def _only(opts: dict[str, Any], allowed: set[str]) -> dict[str, Any]:

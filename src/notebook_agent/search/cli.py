@@ -4,9 +4,8 @@ the chosen path's notebook and the tree JSON behind."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -14,11 +13,18 @@ from rich.console import Console
 from ..agent.cli import (
     EXIT_ANSWERED,
     EXIT_NO_ANSWER,
+    SANDBOX_HELP,
+    A,
     check_files,
+    config_or_fail,
     default_out_dir,
     fail,
 )
+from ..agent.config import AgentConfig, SessionConfig
 from ..tasks.task import Task
+from .config import SEARCH_TEMPERATURE, SearchConfig
+
+S = SearchConfig  # its class attributes are the defaults the help texts quote
 
 
 def register(app: typer.Typer) -> None:
@@ -26,67 +32,70 @@ def register(app: typer.Typer) -> None:
     def search(
         args: list[str] = typer.Argument(..., metavar="[FILES]... QUESTION", help="Data files, then the question."),
         model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry name, GGUF file, model dir, URL#model or HF id. Default: the embedded local model."),
-        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write notebook.ipynb and tree.json."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write notebook.ipynb, tree.json and run.json."),
         method: str = typer.Option("mcts", help="mcts (tree search) or vote (k independent runs, majority vote)."),
-        iterations: int = typer.Option(40, help="MCTS: selections/expansions at most."),
-        k: int = typer.Option(3, "--k", help="MCTS: children per expansion; vote: number of runs."),
-        c_puct: float = typer.Option(0.0, help="Exploration constant (0 at inference, ~1.25 to collect)."),
-        max_depth: int = typer.Option(10, help="Steps per path at most."),
-        max_errors: int = typer.Option(3, help="Failing steps in a row that end a path."),
-        parse_failure_terminal: bool = typer.Option(False, help="An unparsable reply ends its path."),
-        aggregate: str = typer.Option("majority", help="majority, value_weighted or best_value."),
+        iterations: Optional[int] = typer.Option(None, help=f"MCTS: selections/expansions at most (default {S.iterations})."),
+        k: Optional[int] = typer.Option(None, "--k", help=f"MCTS: children per expansion; vote: number of runs (default {S.k})."),
+        c_puct: Optional[float] = typer.Option(None, help=f"Exploration constant (default {S.c_puct:g}, for inference; ~1.25 to collect)."),
+        max_depth: Optional[int] = typer.Option(None, help=f"Steps per path at most (default {S.max_depth})."),
+        max_errors: Optional[int] = typer.Option(None, help=f"Failing steps in a row that end a path (default {A.max_consecutive_errors})."),
+        parse_failure_terminal: Optional[bool] = typer.Option(None, "--parse-failure-terminal/--no-parse-failure-terminal", help="An unparsable reply ends its path (default: no)."),
+        aggregate: Optional[str] = typer.Option(None, help="majority (default), value_weighted or best_value."),
         value_model: Optional[Path] = typer.Option(None, help="MCTS: a value model dir (notebook-agent train value) scoring new nodes."),
         max_wall: Optional[float] = typer.Option(None, help="Seconds for the whole search."),
         max_tokens: Optional[int] = typer.Option(None, help="Model tokens for the whole search."),
-        max_live: int = typer.Option(32, help="Kernels alive at once at most (the worst open leaves are pruned)."),
-        temperature: float = typer.Option(0.8, help="Sampling temperature (children must differ)."),
-        scaffold: str = typer.Option("tools", help="tools or react."),
-        max_tokens_per_turn: int = typer.Option(1024, help="Completion tokens per step."),
-        cell_timeout: float = typer.Option(60.0, help="Seconds a cell may run."),
+        max_live: Optional[int] = typer.Option(None, help=f"Kernels alive at once at most (the worst open leaves are pruned; default {S.max_live_sessions})."),
+        temperature: Optional[float] = typer.Option(None, help=f"Sampling temperature (default {SEARCH_TEMPERATURE:g}: children must differ)."),
+        scaffold: Optional[str] = typer.Option(None, help="tools (default) or react."),
+        max_tokens_per_turn: Optional[int] = typer.Option(None, help=f"Completion tokens per step (default {A.max_tokens_per_turn})."),
+        cell_timeout: Optional[float] = typer.Option(None, help=f"Seconds a cell may run (default {A.cell_timeout_s:g})."),
         seed: Optional[int] = typer.Option(None),
-        preview: bool = typer.Option(True, help="Show the model the columns and first rows of tables."),
+        preview: Optional[bool] = typer.Option(None, "--preview/--no-preview", help="Show the model the columns and first rows of tables (default: on)."),
+        sandbox: Optional[str] = typer.Option(None, help=SANDBOX_HELP),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the answer."),
     ) -> None:
         """Answer QUESTION about FILES by searching over notebook states (MCTS over kernel forks)."""
-        from .config import SearchConfig
-
         console = Console(stderr=True)
         if method not in ("mcts", "vote"):
             fail(console, f"unknown method {method!r}: use mcts or vote")
-        if scaffold not in ("tools", "react"):
-            fail(console, f"unknown scaffold {scaffold!r}: use tools or react")
         question, files = args[-1], check_files(args[:-1], console)
         if not question.strip():
             fail(console, "the question is empty")
-        try:
-            config = SearchConfig(c_puct=c_puct, k=k, max_depth=max_depth, max_consecutive_errors=max_errors,
-                                  parse_failure_terminal=parse_failure_terminal, iterations=iterations,
-                                  max_wall_s=max_wall, max_tokens=max_tokens, temperature=temperature,
-                                  max_live_sessions=max(max_live, k), aggregate=aggregate)  # type: ignore[arg-type]
-        except ValueError as e:
-            fail(console, str(e))
-        from ..agent.loop import AgentConfig
-
-        agent_config = AgentConfig(scaffold=scaffold, max_consecutive_errors=max_errors,  # type: ignore[arg-type]
-                                   max_tokens_per_turn=max_tokens_per_turn, cell_timeout_s=cell_timeout, seed=seed,
-                                   file_preview=preview, max_turns=max_depth,
-                                   max_wall_s=max_wall if max_wall is not None else 900.0)
+        config = search_config_or_fail(
+            console, agent=dict(scaffold=scaffold, max_consecutive_errors=max_errors, max_tokens_per_turn=max_tokens_per_turn,
+                                cell_timeout_s=cell_timeout, seed=seed, file_preview=preview, temperature=temperature,
+                                max_wall_s=max_wall),
+            c_puct=c_puct, k=k, max_depth=max_depth, parse_failure_terminal=parse_failure_terminal,
+            iterations=iterations, max_wall_s=max_wall, max_tokens=max_tokens, max_live_sessions=max_live,
+            aggregate=aggregate)
+        session_config = config_or_fail(console, SessionConfig, backend="forking", sandbox=sandbox)
         if value_model is not None and not value_model.is_dir():
             fail(console, f"value model not found: {value_model}")
         code = asyncio.run(_run(Task(id="cli", question=question, files=files), model, out, method, config,
-                                agent_config, quiet, console, value_model))
+                                session_config, quiet, console, value_model))
         raise typer.Exit(code)
 
 
-async def _run(task, model_spec, out, method, config, agent_config, quiet, console, value_model=None) -> int:
-    from ..agent.notebook import save_notebook, trajectory_to_notebook
-    from ..kernel import make_session
-    from ..kernel.base import KernelError
+def search_config_or_fail(console: Console, agent: dict[str, Any], **options: Any) -> SearchConfig:
+    """The SearchConfig of a command's options (None: the default), its agent settings nested
+    (sampling at the search's temperature; a vote run as long as a path may be deep); at least
+    `k` kernels may live at once."""
+    defaults = {"temperature": SEARCH_TEMPERATURE, "max_turns": options.get("max_depth") or SearchConfig.max_depth}
+    agent = {**agent, **{k: v for k, v in defaults.items() if agent.get(k) is None}}
+    options["max_live_sessions"] = max(options.get("max_live_sessions") or SearchConfig.max_live_sessions,
+                                       options.get("k") or SearchConfig.k)
+    return config_or_fail(console, SearchConfig, agent=config_or_fail(console, AgentConfig, **agent), **options)
+
+
+async def _run(task, model_spec, out, method, config: SearchConfig, session_config, quiet, console,
+               value_model=None) -> int:
+    from ..agent.save import save_run
+    from ..agent.session import SessionStartError, start_error_message, task_session
     from ..models.base import ModelError
     from ..models.resolve import default_model_name, load_model
+    from .value import load_value_scorer
     from .display import LiveTreeView
     from .mcts import run_search
-    from .value import load_value_scorer
     from .vote import run_vote
 
     try:
@@ -98,42 +107,31 @@ async def _run(task, model_spec, out, method, config, agent_config, quiet, conso
     except Exception as e:  # a broken or incompatible model dir: one line, no traceback
         await model.aclose()
         fail(console, f"could not load the value model {value_model}: {e}")
-    out = out or default_out_dir(task.question)
-    session = make_session("forking", files=task.files)
-    try:
-        await session.start()
-    except KernelError as e:
-        await model.aclose()
-        fail(console, f"could not start a kernel: {e}")
     tree = None
     try:
-        if method == "vote":
-            vote = await run_vote(task, model, session, agent_config, k=config.k, temperature=config.temperature)
-            traj, answer = vote.trajectory, vote.answer
-        elif quiet:
-            result = await run_search(task, model, session, config, agent_config, value_scorer=value_scorer)
-            traj, answer, tree = result.trajectory, result.answer, result.tree
-        else:
-            with LiveTreeView(console) as view:
-                result = await run_search(task, model, session, config, agent_config, value_scorer=value_scorer,
-                                            on_event=view)
-            traj, answer, tree = result.trajectory, result.answer, result.tree
+        async with task_session(task, session_config) as session:
+            if method == "vote":
+                vote = await run_vote(task, model, session, config)
+                traj, answer = vote.trajectory, vote.answer
+            elif quiet:
+                result = await run_search(task, model, session, config, value_scorer=value_scorer)
+                traj, answer, tree = result.trajectory, result.answer, result.tree
+            else:
+                with LiveTreeView(console) as view:
+                    result = await run_search(task, model, session, config, value_scorer=value_scorer, on_event=view)
+                traj, answer, tree = result.trajectory, result.answer, result.tree
+    except SessionStartError as e:
+        fail(console, start_error_message(e))
     finally:
-        await session.close()
         await model.aclose()
     if traj.status == "model_error":
         fail(console, traj.status_detail)
-    out.mkdir(parents=True, exist_ok=True)
-    traj.save(out / "trajectory.json")
-    nb_path = save_notebook(trajectory_to_notebook(traj), out / "notebook.ipynb")
+    out = out or default_out_dir(task.question)
+    saved = save_run(traj, out, task=task, copy_files=True)
     tree_path = tree.save(out / "tree.json") if tree is not None else None
-    for f in task.files:  # next to the notebook, so that it re-runs top to bottom
-        if not (out / f.name).exists():
-            shutil.copy2(f, out / f.name)
     print(answer if answer is not None else "")
     if not quiet:
-        search = traj.settings.get("search", {})
-        console.print(f"answers: {search.get('aggregates')}", highlight=False)
-        console.print(f"{traj.total_tokens} tokens, {traj.wall_s:.1f} s; notebook: {nb_path}"
+        console.print(f"answers: {traj.search.get('aggregates')}", highlight=False)
+        console.print(f"{traj.total_tokens} tokens, {traj.wall_s:.1f} s; notebook: {saved.notebook}"
                       + (f"; tree: {tree_path}" if tree_path else ""), highlight=False)
     return EXIT_ANSWERED if answer is not None else EXIT_NO_ANSWER

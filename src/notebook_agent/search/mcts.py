@@ -16,12 +16,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from ..agent.loop import AgentConfig
-from ..agent.step import AgentState, apply_step, initial_state, sample_steps
+from ..agent.session import close_session
+from ..agent.state import AgentState, StepOutcome, initial_state
+from ..agent.step import apply_step, sample_steps
 from ..agent.tools import TOOLS
-from ..agent.trajectory import Trajectory
+from ..agent.trajectory import RunStatus, Trajectory
 from ..kernel.base import KernelError, KernelSession
 from ..models.base import ChatModel, Completion, ModelError
 from ..tasks.scoring import Scorer
@@ -32,8 +33,9 @@ from .puct import backup, close_up, select_leaf
 from .tree import Node, Tree
 from .value import FAILED, NEUTRAL, ValueScorer, clamp, terminal_reward
 
-CLOSE_TIMEOUT_S = 30.0
 log = logging.getLogger(__name__)
+# Why a search stopped (not a run status: SearchResult.trajectory carries the run's).
+SearchStatus = Literal["iterations", "exhausted", "timeout", "max_tokens", "cancelled", "model_error"]
 
 
 @dataclass
@@ -57,7 +59,7 @@ class SearchResult:
     candidates: list[Candidate]
     aggregates: dict[str, str | None]  # aggregation -> its answer
     trajectory: Trajectory             # the chosen path, with the whole search's tokens and time
-    status: str                        # why the search stopped: iterations, exhausted, timeout, ...
+    status: SearchStatus               # why the search stopped
     detail: str = ""
     iterations: int = 0
 
@@ -69,31 +71,22 @@ def _step_record(c: Completion) -> dict[str, Any]:
             "mean_logprob": c.mean_logprob}
 
 
-async def _close(session: KernelSession) -> None:
-    try:
-        await asyncio.wait_for(session.close(), CLOSE_TIMEOUT_S)
-    except Exception:
-        pass
-
-
 class _Search:
     def __init__(self, task: Task, model: ChatModel, session: KernelSession, config: SearchConfig,
-                 agent_config: AgentConfig, value_scorer: ValueScorer | None, reward_scorer: Scorer | None,
+                 value_scorer: ValueScorer | None, reward_scorer: Scorer | None,
                  on_event: SearchEventHandler | None, stop: asyncio.Event | None):
         self.task, self.model, self.config = task, model, config
         self.value_scorer, self.reward_scorer = value_scorer, reward_scorer
         self.on_event = on_event or (lambda e: None)
         self.stop = stop
-        changes: dict[str, Any] = {"temperature": config.temperature, "max_turns": config.max_depth,
-                                   "max_consecutive_errors": config.max_consecutive_errors}
-        if config.max_wall_s is not None:
-            changes["max_wall_s"] = config.max_wall_s
-        self.agent_config = dataclasses.replace(agent_config, **changes)
         self.tree = Tree(task=task.to_dict(), config={
-            "search": dataclasses.asdict(config), "agent": dataclasses.asdict(self.agent_config),
+            "search": dataclasses.asdict(config), "agent": dataclasses.asdict(config.agent),
             "value_scorer": type(value_scorer).__name__ if value_scorer is not None else None,
             "reward_scorer": getattr(reward_scorer, "name", None)})
-        root_state = initial_state(task, model, session, self.agent_config)
+        root_state = initial_state(task, model, session, config.agent)
+        if config.max_wall_s is not None:  # the search's budget bounds its cells' time too
+            root_state.deadline = time.monotonic() + config.max_wall_s
+        self.isolation = root_state.traj.isolation
         self.tree.add(Node(id=0, parent=None, depth=0, messages=root_state.traj.messages, state=root_state))
         self.root_session = session
         self.sessions: set[KernelSession] = set()   # forks we own (the root's session is the caller's)
@@ -112,7 +105,7 @@ class _Search:
         node.state = None
         if state is not None and state.session in self.sessions:
             self.sessions.discard(state.session)
-            await _close(state.session)
+            await close_session(state.session)
 
     async def make_room(self, keep: Node, need: int) -> None:
         """Prune the worst open leaves until `need` more kernels fit under the cap."""
@@ -130,24 +123,23 @@ class _Search:
 
     # -- one expansion --------------------------------------------------------------------
     async def child_state(self, parent: Node, completion: Completion, model_s: float
-                          ) -> tuple[AgentState | None, tuple[str, str] | None]:
+                          ) -> tuple[AgentState | None, StepOutcome]:
         """Run one sampled step in a fork of the parent's kernel."""
         assert parent.state is not None
         try:
             fork = await parent.state.session.fork()
         except KernelError as e:
             self.stats["fork_failures"] += 1
-            return None, ("kernel_error", f"fork failed: {e}")
+            return None, StepOutcome("kernel_error", f"fork failed: {e}")
         self.sessions.add(fork)
         self.stats["forks"] += 1
         self.stats["max_live_sessions"] = max(self.stats["max_live_sessions"], len(self.sessions))
         try:
-            state, end = await apply_step(parent.state, completion, fork, turn=parent.depth + 1, model_s=model_s)
+            return await apply_step(parent.state, completion, fork, turn=parent.depth + 1, model_s=model_s)
         except KernelError as e:
             self.sessions.discard(fork)
-            await _close(fork)
-            return None, ("kernel_error", str(e))
-        return state, end
+            await close_session(fork)
+            return None, StepOutcome("kernel_error", str(e))
 
     async def expand(self, leaf: Node, round_: int) -> list[Node]:
         assert leaf.state is not None
@@ -164,7 +156,7 @@ class _Search:
         made = await asyncio.gather(*(self.child_state(leaf, c, model_s) for c in completions))
         self.kernel_s += time.monotonic() - t1
         children = []
-        for c, (state, end) in zip(completions, made):
+        for c, (state, outcome) in zip(completions, made):
             node = Node(id=self.tree.next_id(), parent=leaf.id, depth=leaf.depth + 1, step=_step_record(c),
                         prior=c.prior if c.prior is not None else 1.0, round=round_, state=state)
             if state is not None:
@@ -174,9 +166,9 @@ class _Search:
                 node.best_effort = state.best_effort
             else:
                 node.messages = leaf.messages
-            if end is not None:
-                node.terminal, node.reason = True, end[0]
-                if end[0] == "answered" and state is not None:
+            if outcome.ended:
+                node.terminal, node.reason = True, outcome.status
+                if outcome.status == "answered" and state is not None:
                     node.answer = state.traj.answer
             elif cfg.parse_failure_terminal and c.parse_error and not c.tool_calls:
                 node.terminal, node.reason = True, "parse_error"
@@ -226,7 +218,7 @@ class _Search:
                 n.value = clamp(v)
 
     # -- the search -----------------------------------------------------------------------
-    def budget_left(self, t_start: float) -> tuple[str, str] | None:
+    def budget_left(self, t_start: float) -> tuple[SearchStatus, str] | None:
         cfg = self.config
         if self.stop is not None and self.stop.is_set():
             return "cancelled", "stopped by the user"
@@ -239,7 +231,8 @@ class _Search:
     async def run(self) -> SearchResult:
         cfg = self.config
         t_start = time.monotonic()
-        status, detail, it = "iterations", f"{cfg.iterations} iterations done", 0
+        status: SearchStatus = "iterations"
+        detail, it = f"{cfg.iterations} iterations done", 0
         self.emit("start")
         try:
             for it in range(1, cfg.iterations + 1):
@@ -268,7 +261,7 @@ class _Search:
             for n in self.tree.nodes.values():
                 n.state = None
             sessions, self.sessions = list(self.sessions), set()
-            await asyncio.gather(*(_close(s) for s in sessions))
+            await asyncio.gather(*(close_session(s) for s in sessions))
         return self.result(status, detail, it, time.monotonic() - t_start)
 
     def best_path_end(self) -> int:
@@ -278,7 +271,7 @@ class _Search:
             node = max(self.tree.children(node), key=lambda c: (c.visits, c.q, -c.id))
         return node.id
 
-    def result(self, status: str, detail: str, iterations: int, wall_s: float) -> SearchResult:
+    def result(self, status: SearchStatus, detail: str, iterations: int, wall_s: float) -> SearchResult:
         cfg = self.config
         picks = {m: aggregate(self.candidates, m) for m in AGGREGATIONS}
         chosen = picks[cfg.aggregate]
@@ -287,11 +280,12 @@ class _Search:
             traj = self.tree.path_trajectory(node_id, "answered", f"search: {status}")
             traj.answer = chosen.answer
         else:
-            run_status = {"timeout": "timeout", "max_tokens": "max_tokens", "cancelled": "cancelled",
-                          "model_error": "model_error"}.get(status, "max_turns")
+            run_status: RunStatus = {"timeout": "timeout", "max_tokens": "max_tokens", "cancelled": "cancelled",
+                                     "model_error": "model_error"}.get(status, "max_turns")  # type: ignore[assignment]
             traj = self.tree.path_trajectory(node_id, run_status, f"search found no answer ({status}: {detail})")
             traj.answer = self.tree.nodes[node_id].best_effort  # like run_agent: a best-effort answer, if any
         traj.tools = TOOLS
+        traj.isolation = dict(self.isolation)
         traj.model = getattr(self.model, "name", type(self.model).__name__)
         traj.prompt_tokens, traj.completion_tokens = self.prompt_tokens, self.completion_tokens
         traj.wall_s, traj.model_s, traj.kernel_s = wall_s, self.model_s, self.kernel_s
@@ -304,9 +298,9 @@ class _Search:
         self.tree.aggregates = aggregates
         self.tree.chosen = node_id
         self.tree.stats = stats
-        traj.settings = {**dataclasses.asdict(self.agent_config),
-                         "search": {"method": "mcts", **dataclasses.asdict(cfg), "stats": stats,
-                                    "aggregates": aggregates, "candidates": self.tree.candidates}}
+        traj.settings = dataclasses.asdict(cfg.agent)
+        traj.search = {"method": "mcts", "config": dataclasses.asdict(cfg), "stats": stats,
+                       "aggregates": aggregates, "candidates": self.tree.candidates}
         self.emit("end", status=status, answer=chosen.answer if chosen else None)
         return SearchResult(self.tree, chosen.answer if chosen else None, node_id, list(self.candidates),
                             aggregates, traj, status, detail, iterations)
@@ -317,7 +311,6 @@ async def run_search(
     model: ChatModel,
     session: KernelSession,
     config: SearchConfig | None = None,
-    agent_config: AgentConfig | None = None,
     *,
     value_scorer: ValueScorer | None = None,
     reward_scorer: Scorer | None = None,
@@ -330,6 +323,5 @@ async def run_search(
     nodes; `value_scorer` values new nodes at inference; with neither, see value.py. Every
     fork the search makes is closed before it returns, whatever happens.
     """
-    search = _Search(task, model, session, config or SearchConfig(), agent_config or AgentConfig(),
-                     value_scorer, reward_scorer, on_event, stop)
+    search = _Search(task, model, session, config or SearchConfig(), value_scorer, reward_scorer, on_event, stop)
     return await search.run()

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from ..agent.trajectory import Step, Trajectory
+from ..agent.trajectory import RunStatus, Step, Trajectory
 
 FORMAT_VERSION = 1
+# Why a node is terminal: how its agent step ended the run (a RunStatus), or a search's own reason.
+NodeReason = RunStatus | Literal["parse_error", "max_depth", "pruned", "no_children", ""]
 
 
 @dataclass
@@ -31,7 +33,7 @@ class Node:
     value_sum: float = 0.0
     value: float | None = None                 # its own evaluation: reward or value-model score
     terminal: bool = False
-    reason: str = ""                           # why terminal: answered, max_errors, max_depth, ...
+    reason: NodeReason = ""                    # why terminal: answered, max_errors, max_depth, ...
     answer: str | None = None
     best_effort: str | None = None             # answer-like text seen on the path (as run_agent keeps)
     consecutive_errors: int = 0
@@ -107,7 +109,7 @@ class Tree:
     def max_depth(self) -> int:
         return max((n.depth for n in self.nodes.values()), default=0)
 
-    def path_trajectory(self, node_id: int, status: str = "", detail: str = "") -> Trajectory:
+    def path_trajectory(self, node_id: int, status: RunStatus | None = None, detail: str = "") -> Trajectory:
         """The path to `node_id` as a `Trajectory` (renders to the chosen notebook); works on
         loaded trees too: the cells with their outputs are stored on each node."""
         path = self.path(node_id)
@@ -115,7 +117,7 @@ class Tree:
         steps = [Step.from_dict(c) for n in path for c in n.cells]
         question = str(self.task.get("question", ""))
         return Trajectory(question=question, messages=list(node.messages), steps=steps, answer=node.answer,
-                          status=status or ("answered" if node.reason == "answered" else "max_turns"),  # type: ignore[arg-type]
+                          status=status or ("answered" if node.reason == "answered" else "max_turns"),
                           status_detail=detail, task_id=str(self.task.get("id", "")),
                           files=[Path(f).name for f in self.task.get("files", [])], turns=node.depth)
 

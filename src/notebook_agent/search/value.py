@@ -43,9 +43,9 @@ def clamp(v: float) -> float:
 
 def load_value_scorer(path: str | None) -> ValueScorer | None:
     """The value model saved by `notebook-agent train value` at `path` (None: no value model).
-    Needs the train extra (torch, transformers)."""
+    Needs torch and transformers (the train extra); loading it is models/' business."""
     if not path:
         return None
-    from ..train.value_model import ValueModel
+    from ..models.value_model import load_value_scorer as load
 
-    return ValueModel.load(path)
+    return load(path)

@@ -10,12 +10,14 @@ import asyncio
 import dataclasses
 import time
 
-from ..agent.loop import AgentConfig, run_agent
+from ..agent.loop import run_agent
+from ..agent.session import close_session
 from ..agent.trajectory import Trajectory
 from ..kernel.base import KernelError, KernelSession
 from ..models.base import ChatModel
 from ..tasks.task import Task
 from .aggregate import AGGREGATIONS, Candidate, aggregate
+from .config import SearchConfig
 
 
 @dataclasses.dataclass
@@ -33,17 +35,15 @@ async def _one(task: Task, model: ChatModel, session: KernelSession, config: Age
     try:
         return await run_agent(task, model, fork, config)
     finally:
-        await fork.close()
+        await close_session(fork)
 
 
-async def run_vote(task: Task, model: ChatModel, session: KernelSession, agent_config: AgentConfig | None = None,
-                   k: int = 5, temperature: float = 0.8) -> VoteResult:
-    """k runs of the agent loop at `temperature` (seeds seed, seed+1, ... when a seed is set)."""
-    if k < 1:
-        raise ValueError("k must be >= 1")
-    base = agent_config or AgentConfig()
-    configs = [dataclasses.replace(base, temperature=temperature,
-                                   seed=None if base.seed is None else base.seed + i) for i in range(k)]
+async def run_vote(task: Task, model: ChatModel, session: KernelSession, config: SearchConfig | None = None) -> VoteResult:
+    """`config.k` runs of the agent loop with `config.agent` (at its temperature, 0.8 by default;
+    seeds seed, seed+1, ... when a seed is set)."""
+    config = config or SearchConfig()
+    k, base = config.k, config.agent
+    configs = [dataclasses.replace(base, seed=None if base.seed is None else base.seed + i) for i in range(k)]
     t0 = time.monotonic()
     outcomes = await asyncio.gather(*(_one(task, model, session, c) for c in configs),
                                     return_exceptions=True)
@@ -67,7 +67,6 @@ async def run_vote(task: Task, model: ChatModel, session: KernelSession, agent_c
     traj.kernel_s = sum(r.kernel_s for r in runs)
     traj.wall_s = time.monotonic() - t0
     aggregates = {m: (c.answer if c else None) for m, c in picks.items()}
-    traj.settings = {**traj.settings, "search": {
-        "method": "vote", "k": k, "temperature": temperature, "aggregates": aggregates,
-        "answers": [r.answer for r in runs], "statuses": [r.status for r in runs]}}
+    traj.search = {"method": "vote", "k": k, "temperature": base.temperature, "aggregates": aggregates,
+                   "answers": [r.answer for r in runs], "statuses": [r.status for r in runs]}
     return VoteResult(win.answer if win else None, runs, cands, aggregates, traj)

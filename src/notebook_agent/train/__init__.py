@@ -1,7 +1,7 @@
 """Training: SFT on agent traces (assistant-only loss) and a value model on search trees.
 
 Importing this package is cheap; torch, TRL, peft and datasets load when a function that
-needs them runs. `ValueModel` lives in `notebook_agent.train.value_model` (imports torch).
+needs them runs. `ValueModel` lives in `notebook_agent.models.value_model` (imports torch).
 """
 
 from .chat_data import DatasetError, load_examples, trajectory_to_example

@@ -9,19 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..models.codecs import ToolCodec, get_codec
-from .templates import inference_template
+from ..models.chat_template import codec_for, render_messages, render_text
+from ..models.codecs import ToolCodec
 
-
-def codec_for(name: str | ToolCodec, training_template: str) -> ToolCodec:
-    """The codec as a backend serving this template would configure it."""
-    return get_codec(name).for_template(inference_template(training_template))
-
-
-def render_messages(codec: ToolCodec, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
-                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
-    msgs, tls = codec.encode(messages, tools or None)
-    return [{**m, "content": m.get("content") or ""} for m in msgs], tls
+__all__ = ["codec_for", "render_messages", "render_text", "tokenize_conversation"]
 
 
 def tokenize_conversation(tokenizer: Any, template: str, codec: ToolCodec, messages: list[dict[str, Any]],
@@ -34,10 +25,3 @@ def tokenize_conversation(tokenizer: Any, template: str, codec: ToolCodec, messa
     if len(ids) != len(mask):
         raise ValueError("tokenizer returned a mask of the wrong length")
     return {"input_ids": ids, "assistant_masks": mask}
-
-
-def render_text(tokenizer: Any, template: str, codec: ToolCodec, messages: list[dict[str, Any]],
-                tools: list[dict[str, Any]] | None = None, add_generation_prompt: bool = False) -> str:
-    msgs, tls = render_messages(codec, messages, tools)
-    return tokenizer.apply_chat_template(msgs, tools=tls, chat_template=template, tokenize=False,
-                                         add_generation_prompt=add_generation_prompt)

@@ -9,11 +9,12 @@ with, so inference sees the format training saw.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from ..models.chat_template import GENERATION_TAG, strip_generation_markers
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,6 @@ FAMILIES: dict[str, Family] = {
     "gemma3": Family("gemma3", "react"),
 }
 
-_GENERATION_TAG = re.compile(r"\{%-?\s*(?:end)?generation\s*-?%\}")
 
 
 def load_template(name_or_path: str) -> str:
@@ -49,12 +49,12 @@ def load_template(name_or_path: str) -> str:
 
 
 def has_generation_markers(template: str | None) -> bool:
-    return bool(template) and bool(_GENERATION_TAG.search(template or ""))
+    return bool(template) and bool(GENERATION_TAG.search(template or ""))
 
 
 def inference_template(training_template: str) -> str:
     """The template without its generation markers (what the trained model is saved with)."""
-    return _GENERATION_TAG.sub("", training_template)
+    return strip_generation_markers(training_template)
 
 
 def detect_family(tokenizer: Any, model_type: str = "") -> str:

@@ -49,7 +49,7 @@ def build_value_model(s: ValueSettings) -> Any:
     from .base_model import load_model, load_tokenizer
     from .sft import read_meta
     from .templates import FAMILIES, detect_family, load_template
-    from .value_model import ValueModel, ValueModelConfig
+    from ..models.value_model import ValueModel, ValueModelConfig
 
     use_cuda = torch.cuda.is_available()
     bf16 = use_cuda if s.bf16 is None else s.bf16

@@ -19,15 +19,22 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from ..agent.loop import AgentConfig, AgentEvent, run_agent
-from ..agent.notebook import save_notebook, trajectory_to_notebook
-from ..kernel.base import KernelSession
+from ..agent.config import AgentConfig, AgentEvent, SessionConfig
+from ..agent.loop import run_agent
+from ..agent.save import save_run
+from ..agent.session import SessionStartError, task_session
+from ..agent.trajectory import RunStatus
+from ..kernel.base import KernelSession, SandboxMode
 from ..models.base import ChatModel
 from ..tasks.task import Task
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
+# A page run's status: before the agent works ("starting", "running"), how the agent's run
+# ended (a RunStatus), or what happened around it ("failed": the harness; "interrupted": the
+# server stopped during the run).
+UIRunStatus = RunStatus | Literal["starting", "running", "failed", "interrupted"]
 
 
 @dataclass
@@ -35,7 +42,7 @@ class RunsConfig:
     runs_dir: Path = Path("runs")
     default_model: str | None = None         # None: the models package's default
     kernel_backend: str = "local"
-    sandbox: str = "auto"                    # make_session's sandbox mode: "auto", "require" or "off"
+    sandbox: SandboxMode = "auto"            # kernel isolation: auto, require or off
     max_models: int = 2                      # models kept loaded (least recently used closed first)
     max_active_runs: int = 2                 # runs working at once; more are refused (429)
     max_turns_limit: int = 50                # the most a request may ask for
@@ -55,13 +62,14 @@ class RunRecord:
     model: str
     files: list[str]
     max_turns: int
-    status: str = "starting"          # starting, running, then a RunStatus, "failed" or "interrupted"
+    status: UIRunStatus = "starting"
     detail: str = ""
     answer: str | None = None
     created: float = field(default_factory=time.time)
     ended: float | None = None
     cells: int = 0
     turns: int = 0
+    isolation: dict[str, Any] | None = None   # how the kernel was confined (session.isolation)
 
     @property
     def finished(self) -> bool:
@@ -254,12 +262,6 @@ def _default_loader(spec: str) -> ChatModel:
     return load_model(spec)
 
 
-def _default_session_maker(backend: str, files: list[Path], sandbox: str = "auto") -> KernelSession:
-    from ..kernel import make_session
-
-    return make_session(backend, files=files, sandbox=sandbox)
-
-
 class TooManyRuns(RuntimeError):
     pass
 
@@ -271,7 +273,7 @@ class RunManager:
                  make_session: SessionMaker | None = None):
         self.config = config
         self.models = ModelCache(load_model or _default_loader, max_models=config.max_models)
-        self.make_session = make_session or _default_session_maker
+        self.make_session = make_session  # None: agent.session.task_session's own sessions
         self.live: dict[str, Run] = {}
 
     def default_model(self) -> str:
@@ -308,7 +310,6 @@ class RunManager:
         rec = run.record
         files = [run.dir / name for name in rec.files]
         task = Task(id=rec.id, question=rec.question, files=files)
-        session: KernelSession | None = None
         try:
             run.phase = "loading"
             run.publish("status", text=f"loading model {rec.model}...")
@@ -319,17 +320,17 @@ class RunManager:
             if run.stop.is_set():
                 return self._end(run, "cancelled", "stopped by the user")
             run.publish("status", text="starting a kernel...")
-            session = self.make_session(self.config.kernel_backend, files=files, sandbox=self.config.sandbox)
+            session_config = SessionConfig(backend=self.config.kernel_backend, sandbox=self.config.sandbox)
+            custom = self.make_session(self.config.kernel_backend, files=files) if self.make_session else None
             try:
-                await session.start()
-            except Exception as e:
-                return self._end(run, "kernel_error", f"could not start a kernel: {e}")
-            rec.status = "running"
-            run.save_record()
-            config = dataclasses.replace(self.config.agent, max_turns=rec.max_turns)
-            traj = await run_agent(task, model, session, config, on_event=run.on_agent_event, stop=run.stop)
-            traj.save(run.dir / "trajectory.json")
-            save_notebook(trajectory_to_notebook(traj), run.dir / "notebook.ipynb")
+                async with task_session(task, session_config, session=custom) as session:
+                    rec.status, rec.isolation = "running", dict(session.isolation)
+                    run.save_record()
+                    config = dataclasses.replace(self.config.agent, max_turns=rec.max_turns)
+                    traj = await run_agent(task, model, session, config, on_event=run.on_agent_event, stop=run.stop)
+            except SessionStartError as e:
+                return self._end(run, "kernel_error", str(e))
+            save_run(traj, run.dir, task=task, metadata=None)
             self._end(run, traj.status, traj.status_detail, traj.answer)
         except asyncio.CancelledError:
             self._end(run, "cancelled", "the server shut down during the run")
@@ -337,11 +338,9 @@ class RunManager:
         except Exception as e:  # never leave a run without its "done"
             self._end(run, "failed", f"{type(e).__name__}: {e}")
         finally:
-            if session is not None:
-                await asyncio.shield(session.close())
             self.live.pop(rec.id, None)  # finished runs are read back from disk; readers keep their Run
 
-    def _end(self, run: Run, status: str, detail: str = "", answer: str | None = None) -> None:
+    def _end(self, run: Run, status: UIRunStatus, detail: str = "", answer: str | None = None) -> None:
         rec = run.record
         rec.status, rec.detail, rec.answer, rec.ended = status, detail, answer, time.time()
         run.phase = "done"

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ..models.base import ChatModel, SamplingParams
-from .base import ExecutionResult, KernelError, KernelSession, TextViewConfig
-from .outputs import error_output
-from .textview import text_view
+from ..kernel.base import ExecutionResult, KernelError, KernelSession, TextViewConfig
+from ..kernel.outputs import error_output
+from ..kernel.textview import text_view
 
 SYSTEM = (
     "You are a Python 3 Jupyter kernel. The user sends one code cell; you reply with exactly what "
@@ -132,6 +132,11 @@ class LLMInterpreterSession(KernelSession):
 
     async def close(self) -> None:
         self._closed = True
+
+    @property
+    def isolation(self) -> dict[str, Any]:
+        """Nothing runs: a model writes the outputs (no kernel to confine)."""
+        return {"isolated": False, "mode": "off", "backend": "llm"}
 
     @property
     def is_alive(self) -> bool:
