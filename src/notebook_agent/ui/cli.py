@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from ..agent.config import AgentConfig, from_options
 from .security import MIN_TOKEN_CHARS, TOKEN_ENV, WILDCARD_HOSTS, is_loopback, new_token, normalize_host
 
 
@@ -62,10 +63,14 @@ def register(app: typer.Typer) -> None:
         max_upload_storage_mb: float = typer.Option(2048.0, help="All kept uploads together "
                                                     "(RUNS_DIR/ui/_uploads), in MiB."),
         max_models: int = typer.Option(2, help="Models kept loaded at once (least recently used closed first)."),
-        max_turns: int = typer.Option(12, help="Default model calls per run."),
-        max_tokens_per_turn: int = typer.Option(1024, help="Tokens the model may write per step."),
-        max_wall: float = typer.Option(900.0, help="Seconds a run may take in all."),
-        cell_timeout: float = typer.Option(60.0, help="Seconds a cell may run before it is interrupted."),
+        max_turns: Optional[int] = typer.Option(None, help=f"Default model calls per run (default "
+                                                f"{AgentConfig.max_turns})."),
+        max_tokens_per_turn: Optional[int] = typer.Option(None, help="Tokens the model may write per step "
+                                                          f"(default {AgentConfig.max_tokens_per_turn})."),
+        max_wall: Optional[float] = typer.Option(None, help=f"Seconds a run may take in all (default "
+                                                 f"{AgentConfig.max_wall_s:g})."),
+        cell_timeout: Optional[float] = typer.Option(None, help="Seconds a cell may run before it is "
+                                                     f"interrupted (default {AgentConfig.cell_timeout_s:g})."),
         max_active_runs: int = typer.Option(2, help="Runs working at once."),
         backend: str = typer.Option("local", help="Kernel backend: local (ipykernel) or forking."),
     ) -> None:
@@ -73,7 +78,6 @@ def register(app: typer.Typer) -> None:
         try:
             import uvicorn
 
-            from ..agent.loop import AgentConfig
             from .reports import ReportsConfig
             from .runs import RunsConfig
             from .server import UIConfig, create_app
@@ -81,8 +85,10 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: the web page needs the `ui` extra ({e.name} is missing): "
                        "pip install 'notebook-agent[ui]'", err=True)
             raise typer.Exit(2) from None
-        if min(max_upload_mb, max_turns, max_active_runs, max_tokens_per_turn, max_wall, cell_timeout,
-               max_files_per_upload, max_upload_storage_mb, max_models) <= 0:
+        agent = from_options(AgentConfig, max_turns=max_turns, max_tokens_per_turn=max_tokens_per_turn,
+                             max_wall_s=max_wall, cell_timeout_s=cell_timeout)
+        if min(max_upload_mb, agent.max_turns, max_active_runs, agent.max_tokens_per_turn, agent.max_wall_s,
+               agent.cell_timeout_s, max_files_per_upload, max_upload_storage_mb, max_models) <= 0:
             typer.echo("error: sizes, counts and times must be positive", err=True)
             raise typer.Exit(2)
         loopback = is_loopback(host)
@@ -99,9 +105,7 @@ def register(app: typer.Typer) -> None:
             token = new_token()
         config = UIConfig(
             runs=RunsConfig(runs_dir=runs_dir, default_model=model, kernel_backend=backend, sandbox=sandbox,
-                            max_models=max_models, max_active_runs=max_active_runs,
-                            agent=AgentConfig(max_turns=max_turns, max_tokens_per_turn=max_tokens_per_turn,
-                                              max_wall_s=max_wall, cell_timeout_s=cell_timeout)),
+                            max_models=max_models, max_active_runs=max_active_runs, agent=agent),
             reports=ReportsConfig(root=reports_dir or runs_dir),
             max_upload_mb=max_upload_mb, max_files_per_upload=max_files_per_upload,
             max_upload_storage_mb=max_upload_storage_mb,

@@ -46,7 +46,7 @@ class RunsConfig:
     max_models: int = 2                      # models kept loaded (least recently used closed first)
     max_active_runs: int = 2                 # runs working at once; more are refused (429)
     max_turns_limit: int = 50                # the most a request may ask for
-    agent: AgentConfig = field(default_factory=lambda: AgentConfig(max_turns=12, max_wall_s=900.0))
+    agent: AgentConfig = field(default_factory=AgentConfig)
 
     @property
     def root(self) -> Path:
