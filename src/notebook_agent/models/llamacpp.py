@@ -37,7 +37,8 @@ from .base import (
     Usage,
 )
 from .codecs import ToolCodec, get_codec
-from .completion import decode_completion, merged_stops
+from .completion import codec_for, constraint_for, decode_completion, stops_for
+from .constrain import Constraint
 
 
 class LlamaCppModel(ChatModel):
@@ -53,6 +54,7 @@ class LlamaCppModel(ChatModel):
         min_p: float = 0.05,
         n_batch: int = 512,
         name: str | None = None,
+        constrain: bool = True,
     ):
         try:
             import llama_cpp
@@ -86,6 +88,9 @@ class LlamaCppModel(ChatModel):
         self._eos_text = model.token_get_text(self._llm.token_eos()) if self._llm.token_eos() >= 0 else ""
         self._n_vocab = self._llm.n_vocab()
         self._lock = threading.Lock()
+        #: constrained tool calls by default (a call's `SamplingParams.constrain` overrides)
+        self.constrain = constrain
+        self._grammars: dict[str, object] = {}  # grammar text -> LlamaGrammar (checked once)
 
     @staticmethod
     def _pick_template(override: str | None, meta: dict[str, str]) -> str:
@@ -95,9 +100,10 @@ class LlamaCppModel(ChatModel):
 
     # --- prompt ---------------------------------------------------------------------------
 
-    def render_prompt(self, messages: list[Message], tools: list[ToolSpec] | None = None) -> str:
+    def render_prompt(self, messages: list[Message], tools: list[ToolSpec] | None = None,
+                      codec: ToolCodec | None = None) -> str:
         """The exact text the model sees (codec-encoded messages through the chat template)."""
-        msgs, tls = self.codec.encode(messages, tools)
+        msgs, tls = (codec or self.codec).encode(messages, tools)
         try:
             return templates.render(self.template, msgs, tls, bos_token=self._bos_text, eos_token=self._eos_text)
         except Exception as e:
@@ -118,14 +124,33 @@ class LlamaCppModel(ChatModel):
     # --- generation -----------------------------------------------------------------------
 
     async def _complete(self, messages: list[Message], tools: list[ToolSpec] | None, params: SamplingParams) -> list[Completion]:
-        prompt = self.render_prompt(messages, tools)
+        codec = codec_for(self.codec, params, self.template)
+        prompt = self.render_prompt(messages, tools, codec)
         return await asyncio.to_thread(self.complete_prompt, prompt, tools, params)
+
+    def grammar(self, constraint: Constraint) -> object:
+        """The `LlamaGrammar` of a constraint; the text is checked by llama.cpp's own parser
+        once (a grammar it rejects would crash the sampler chain, not raise)."""
+        g = self._grammars.get(constraint.grammar)
+        if g is None:
+            lc = self._llama_cpp
+            probe = lc.llama_sampler_init_grammar(self._llm._model.vocab, constraint.grammar.encode("utf-8"), b"root")
+            if not probe:
+                raise ModelError(f"llama.cpp rejected the tool-call grammar for {constraint.codec}:\n{constraint.grammar}")
+            lc.llama_sampler_free(probe)
+            g = lc.LlamaGrammar.from_string(constraint.grammar, verbose=False)
+            self._grammars[constraint.grammar] = g
+        return g
 
     def complete_prompt(self, prompt: str, tools: list[ToolSpec] | None, params: SamplingParams) -> list[Completion]:
         """n completions of an already rendered prompt (blocking; holds the model lock)."""
         if params.n < 1:
             raise ModelError(f"n must be >= 1, got {params.n}")
-        stops = merged_stops(params.stop, self.codec.stop)
+        codec = codec_for(self.codec, params, self.template)
+        constraint = constraint_for(codec, tools, params, self.constrain)
+        grammar = self.grammar(constraint) if constraint else None
+        mode = "gbnf" if constraint else "none"
+        stops = stops_for(params, codec, constraint is not None)
         base_seed = params.seed if params.seed is not None else random.randrange(2**31)
         with self._lock:
             tokens = self.tokenize_prompt(prompt)
@@ -133,13 +158,13 @@ class LlamaCppModel(ChatModel):
                 raise ModelError(f"prompt has {len(tokens)} tokens; the context window of {self.name} is {self.n_ctx} (raise n_ctx)")
             out = []
             for i in range(params.n):
-                text, n_out, finish, logprobs = self._sample(tokens, params, stops, base_seed + i)
-                out.append(
-                    decode_completion(text, self.codec, tools, finish, Usage(len(tokens), n_out), logprobs if params.logprobs else None)
-                )
+                text, n_out, finish, logprobs = self._sample(tokens, params, stops, base_seed + i, grammar)
+                out.append(decode_completion(text, codec, tools, finish, Usage(len(tokens), n_out),
+                                             logprobs if params.logprobs else None, constraint, mode, params.max_tokens))
         return out
 
-    def _sample(self, tokens: list[int], params: SamplingParams, stops: list[str], seed: int) -> tuple[str, int, str, list[float]]:
+    def _sample(self, tokens: list[int], params: SamplingParams, stops: list[str], seed: int,
+                grammar: object | None = None) -> tuple[str, int, str, list[float]]:
         import numpy as np
 
         lc, llm = self._llama_cpp, self._llm
@@ -154,7 +179,8 @@ class LlamaCppModel(ChatModel):
         finish = "length"
         longest_stop = max((len(s) for s in stops), default=0)
         for tok in llm.generate(
-            tokens, temp=params.temperature, top_p=params.top_p, top_k=self.top_k, min_p=self.min_p, repeat_penalty=1.0
+            tokens, temp=params.temperature, top_p=params.top_p, top_k=self.top_k, min_p=self.min_p, repeat_penalty=1.0,
+            grammar=grammar,
         ):
             if lc.llama_token_is_eog(vocab, tok):
                 finish = "stop"
