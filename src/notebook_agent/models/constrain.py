@@ -16,9 +16,12 @@ What the grammars admit (one call per reply; `tool_choice="auto"` also admits pl
   in the schema's property order, required ones present, string values of required
   arguments non-empty, no unknown keys;
 - qwen3_coder: `<tool_call>\\n<function=NAME>\\n<parameter=ARG>\\nvalue\\n</parameter>\\n...
-  </function>\\n</tool_call>` with raw (unescaped) text values that cannot contain `</`;
+  </function>\\n</tool_call>` with raw (unescaped) text values that cannot contain `</`
+  (under a `maxLength` a "<" and the character after it count as one, so such a value may
+  exceed the cap by its number of "<");
 - react: `Thought: one line\\n` then a ```` ```python ```` block, or `Formatted answer: one
-  line` (only the branches whose tools are offered).
+  line` (only the branches whose tools are offered); code cannot contain ```` ``` ````
+  (under a `maxLength`, a run of backticks and the character after it count as one).
 
 Bounded: nothing in a grammar is free whitespace or an optional repeat that carries no
 content (the classic way a constrained model loops forever is `{"a": 1     ...` with
@@ -294,7 +297,9 @@ def react_grammar(codec: ReActCodec, tools: list[ToolSpec] | None, tool_choice: 
     rules.add("root", "")
     if codec.code_tool in fns:
         rules.use("bchar")
-        rules.add("code", '"```python\\n" [^`\\x00-\\x20] bchar* "\\n```" "\\n"?')
+        cap = _max_length(properties(fns[codec.code_tool]).get(codec.code_arg, {}))
+        body = "bchar*" if cap is None else f"bchar{{0,{cap - 1}}}"
+        rules.add("code", f'"```python\\n" [^`\\x00-\\x20] {body} "\\n```" "\\n"?')
         branches.append("code")
         names.append(codec.code_tool)
     if codec.answer_tool in fns:
