@@ -218,3 +218,19 @@ def test_react_constrained_code_may_print_observation(model):
         messages('Print the text "Observation: done" with Python.'), tools[:1],
         SamplingParams(temperature=0.0, max_tokens=320, codec="react"))[0]
     assert_valid_call(c, tools)
+
+
+@slow
+def test_constrained_path_reuses_the_kv_cache(model, monkeypatch):
+    """Our grammar loop keeps llama.cpp's prefix reuse: the next turn evaluates only new tokens."""
+    p = SamplingParams(temperature=0.0, max_tokens=200, codec="react")
+    tools = capped(TOOLS)
+    first = model.complete_sync(messages(PROMPTS[1]), tools, p)[0]
+    evaluated: list[int] = []
+    real_eval = model._llm.eval
+    monkeypatch.setattr(model._llm, "eval", lambda tokens: (evaluated.append(len(tokens)), real_eval(tokens))[1])
+    turn2 = messages(PROMPTS[1]) + [{"role": "assistant", "content": first.raw_text},
+                                    {"role": "user", "content": "Observation:\n42"}]
+    second = model.complete_sync(turn2, tools, p)[0]
+    assert evaluated[0] < second.usage.prompt_tokens - first.usage.prompt_tokens + 20
+    assert_valid_call(second, tools)
