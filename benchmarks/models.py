@@ -7,7 +7,8 @@ Figures are the best of the repeated runs (this machine is shared; medians are n
 Backends: llama.cpp in-process (ours), llama-cpp-python called directly (the reference for
 the overhead ratio: same Llama object, same prompt tokens, same greedy settings, KV cache
 reset before every run so both evaluate the whole prompt, both called from a worker
-thread), the OpenAI-compatible backend
+thread), constrained vs unconstrained tool calls (llama.cpp in-process, Hermes codec, the
+two agent tools; the prompt is cached so only generation is timed), the OpenAI-compatible backend
 against `python -m llama_cpp.server`, and transformers on CPU (SmolLM2 only; n=1 and n=4 in
 one batch). The last line is one JSON object.
 """
@@ -65,6 +66,41 @@ def ours_vs_direct(model: LlamaCppModel, max_tokens: int, repeats: int) -> dict[
     direct_tps = max(n / t for n, t in zip(direct_n, direct_t))
     return {"ours_tps": ours_tps, "direct_tps": direct_tps, "ratio": direct_tps / ours_tps,
             "tokens": max(ours_n), "direct_tokens": max(direct_n)}
+
+
+TOOLS = [
+    {"type": "function", "function": {"name": "execute_code", "description": "Run Python code in the notebook.",
+                                      "parameters": {"type": "object", "properties": {
+                                          "comment": {"type": "string"}, "code": {"type": "string"}},
+                                          "required": ["comment", "code"]}}},
+    {"type": "function", "function": {"name": "final_answer", "description": "Give the final answer.", "parameters": {
+        "type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}}},
+]
+TOOL_MESSAGES = [
+    {"role": "system", "content": "You are a data analyst working in a Jupyter notebook."},
+    {"role": "user", "content": "Load sales.csv with pandas, clean missing values and print summary statistics "
+                                "for every column, with comments."},
+]
+
+
+def constrained_vs_free(model: LlamaCppModel, max_tokens: int, repeats: int) -> dict[str, float]:
+    """Tokens/s of generation with and without the tool-call grammar, alternating, best run
+    of each. The prompt is evaluated once beforehand (the KV cache keeps it), so the times
+    are generation only: the grammar's cost per token, plus its per-call set-up."""
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    tokens: dict[bool, int] = {True: 0, False: 0}
+    params = {on: SamplingParams(temperature=0.0, max_tokens=max_tokens, codec="hermes", constrain=on) for on in (True, False)}
+    model.complete_sync(TOOL_MESSAGES, TOOLS, SamplingParams(max_tokens=1, constrain=False, codec="hermes"))  # warm the cache
+    for _ in range(repeats):
+        for on in (False, True):
+            t0 = time.perf_counter()
+            c = model.complete_sync(TOOL_MESSAGES, TOOLS, params[on])[0]
+            rates[on].append(c.usage.completion_tokens / (time.perf_counter() - t0))
+            tokens[on] = max(tokens[on], c.usage.completion_tokens)
+            assert c.constraint == ("gbnf" if on else "none")
+    free, constrained = max(rates[False]), max(rates[True])
+    return {"free_tps": free, "constrained_tps": constrained, "constrained_overhead": 1 - constrained / free,
+            "free_tokens": tokens[False], "constrained_tokens": tokens[True]}
 
 
 def free_port() -> int:
@@ -135,6 +171,7 @@ def main() -> None:
     ap.add_argument("--n-threads", type=int, default=None, help="llama.cpp threads (default: its own, half the CPUs)")
     ap.add_argument("--skip-server", action="store_true")
     ap.add_argument("--skip-transformers", action="store_true")
+    ap.add_argument("--only-constrained", action="store_true", help="only the constrained vs unconstrained comparison")
     args = ap.parse_args()
 
     console = Console(stderr=True)
@@ -145,9 +182,19 @@ def main() -> None:
         max_tokens = args.max_tokens if "smol" in name else max(32, args.max_tokens // 2)
         console.print(f"[bold]{name}[/bold]: llama.cpp in-process vs direct ({args.repeats} runs, {max_tokens} tokens)")
         model = LlamaCppModel(path, n_ctx=4096, n_threads=args.n_threads, codec="native")
-        r = ours_vs_direct(model, max_tokens, args.repeats)
+        res: dict[str, float] = {}
+        if not args.only_constrained:
+            r = ours_vs_direct(model, max_tokens, args.repeats)
+            res = {"llamacpp_tps": r["ours_tps"], "direct_tps": r["direct_tps"], "overhead_ratio": r["ratio"]}
+        console.print(f"{name}: constrained vs unconstrained tool calls ({args.repeats} runs each, {max_tokens} tokens)")
+        cf = constrained_vs_free(model, max_tokens, args.repeats)
+        res.update({"unconstrained_tps": cf["free_tps"], "constrained_tps": cf["constrained_tps"],
+                    "constrained_overhead": cf["constrained_overhead"],
+                    "unconstrained_tokens": cf["free_tokens"], "constrained_tokens": cf["constrained_tokens"]})
         model._llm.close()
-        res = {"llamacpp_tps": r["ours_tps"], "direct_tps": r["direct_tps"], "overhead_ratio": r["ratio"]}
+        if args.only_constrained:
+            results[name] = res
+            continue
         if not args.skip_server:
             console.print(f"{name}: OpenAI-compatible backend against llama_cpp.server")
             res["openai_compat_tps"] = server_tps(path, max_tokens, max(1, args.repeats - 1), args.n_threads)
@@ -163,8 +210,8 @@ def main() -> None:
 
     table = Table(title=f"models: tokens/s, best of {args.repeats} ({os.cpu_count()} CPUs, "
                         f"llama.cpp threads {args.n_threads or 'default'}, load avg {load_before:.1f} at start)")
-    cols = ["llamacpp_tps", "direct_tps", "overhead_ratio", "openai_compat_tps", "transformers_n1_tps",
-            "transformers_n4_tps", "transformers_load_s"]
+    cols = ["llamacpp_tps", "direct_tps", "overhead_ratio", "unconstrained_tps", "constrained_tps",
+            "constrained_overhead", "openai_compat_tps", "transformers_n1_tps", "transformers_n4_tps", "transformers_load_s"]
     table.add_column("model")
     for c in cols:
         table.add_column(c, justify="right")
@@ -172,10 +219,14 @@ def main() -> None:
         table.add_row(name, *(f"{res[c]:.2f}" if c in res else "-" for c in cols))
     Console(width=200).print(table)
     summary = {
-        "llamacpp_overhead_ratio": round(max(r["overhead_ratio"] for r in results.values()), 3),
+        "llamacpp_overhead_ratio": (round(max(r["overhead_ratio"] for r in results.values()), 3)
+                                    if not args.only_constrained else None),
+        "constrained_overhead": round(max(r["constrained_overhead"] for r in results.values()), 3),
+        "constrained_overhead_per_model": {name: round(r["constrained_overhead"], 3) for name, r in results.items()},
         "tokens_per_s": {f"{name}/{k.removesuffix('_tps')}": round(v, 2) for name, r in results.items()
                          for k, v in r.items() if k.endswith("_tps")},
-        "overhead_ratio_per_model": {name: round(r["overhead_ratio"], 3) for name, r in results.items()},
+        "overhead_ratio_per_model": {name: round(r["overhead_ratio"], 3) for name, r in results.items()
+                                     if "overhead_ratio" in r},
         "load_avg_at_start": round(load_before, 2),
         "llamacpp_threads": args.n_threads or "default",
     }

@@ -80,8 +80,11 @@ class ScriptedProxy:
     """Answers chat requests from a script: (status, headers) entries, then forwards to `upstream`
     (or answers a canned reply after `delay` seconds when upstream is None)."""
 
-    def __init__(self, upstream: str | None, script: list[tuple[int, dict[str, str]]] = (), delay: float = 0.0):
+    def __init__(self, upstream: str | None, script: list[tuple[int, dict[str, str]]] = (), delay: float = 0.0,
+                 owned_by: str | None = None):
         self.upstream, self.script, self.delay = upstream, list(script), delay
+        self.owned_by = owned_by
+        self.bodies: list[dict] = []  # every chat request as sent
         self.requests = 0
         self.inflight = 0
         self.max_inflight = 0
@@ -93,11 +96,13 @@ class ScriptedProxy:
                 pass
 
             def do_GET(self):
-                self._answer(200, {}, json.dumps({"data": [{"id": "canned"}]}).encode())
+                model = {"id": "canned"} if proxy.owned_by is None else {"id": "canned", "owned_by": proxy.owned_by}
+                self._answer(200, {}, json.dumps({"data": [model]}).encode())
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 with proxy.lock:
+                    proxy.bodies.append(json.loads(body or b"{}"))
                     proxy.requests += 1
                     proxy.inflight += 1
                     proxy.max_inflight = max(proxy.max_inflight, proxy.inflight)
@@ -175,10 +180,10 @@ async def test_native_tool_call_from_the_real_server_is_decoded(server):
     from notebook_agent.agent.tools import EXECUTE_CODE
     from notebook_agent.agent.tools import TOOLS as AGENT_TOOLS
 
-    model = load_model(server + "#smollm2", codec="native", max_retries=0,
-                       tool_choice={"type": "function", "function": {"name": EXECUTE_CODE}})
+    model = load_model(server + "#smollm2", codec="native", max_retries=0)
     try:
-        c = (await model.complete(MESSAGES, AGENT_TOOLS, SamplingParams(max_tokens=96, temperature=0.0)))[0]
+        c = (await model.complete(MESSAGES, AGENT_TOOLS, SamplingParams(max_tokens=96, temperature=0.0,
+                                                                        tool_choice=EXECUTE_CODE)))[0]
     finally:
         await model.aclose()
     assert c.parse_error is None and c.finish_reason == "tool_calls", (c.raw_text, c.parse_error)
@@ -257,3 +262,100 @@ def test_api_key_from_the_configured_environment_variable(monkeypatch):
     assert OpenAICompatModel("http://x/v1", model="m", api_key_env="MY_KEY")._headers == {"Authorization": "Bearer sk-test"}
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     assert OpenAICompatModel("http://x/v1", model="m")._headers == {}
+
+
+# --- constrained tool calls ------------------------------------------------------------------------
+
+CAPPED = json.loads(json.dumps(TOOLS))
+CAPPED[0]["function"]["parameters"]["properties"]["comment"]["maxLength"] = 80
+CAPPED[0]["function"]["parameters"]["properties"]["code"]["maxLength"] = 160
+CAPPED[1]["function"]["parameters"]["properties"]["answer"]["maxLength"] = 40
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("codec", ["hermes", "qwen3_coder", "react"])
+async def test_grammar_forces_a_valid_call_through_the_real_server(server, codec):
+    """llama-cpp-python's server (owned_by "me") is detected and takes the GBNF grammar in
+    `grammar`: every reply of SmolLM2 is a valid call, greedy and sampled."""
+    model = OpenAICompatModel(server, model="smollm2", codec=codec)
+    out = await model.complete(MESSAGES, CAPPED, SamplingParams(n=2, temperature=0.8, max_tokens=320, seed=3))
+    out += await model.complete(MESSAGES, CAPPED, SamplingParams(temperature=0.0, max_tokens=320))
+    assert model.server_kind == "me" and model.refused == []
+    for c in out:
+        assert c.constraint == "server:grammar"
+        assert c.parse_error is None and len(c.tool_calls) == 1, c.raw_text
+        call = c.tool_calls[0]
+        assert call.name in ("execute_code", "final_answer")
+        assert all(v.strip() for v in call.arguments.values())
+    # and off: the same server, the same prompt, SmolLM2 writes no Hermes call
+    if codec == "hermes":
+        free = await model.complete(MESSAGES, CAPPED, SamplingParams(temperature=0.0, max_tokens=48, constrain=False))
+        assert free[0].constraint == "none" and free[0].tool_calls == []
+    await model.aclose()
+
+
+@pytest.mark.slow
+async def test_native_tool_choice_by_name_through_the_real_server(server):
+    """llama-cpp-python's server honours tool_choice in its named-function form (it ignores
+    "required" with several tools: then the completion says it was not constrained)."""
+    model = OpenAICompatModel(server, model="smollm2", codec="native")
+    c = (await model.complete(MESSAGES, CAPPED, SamplingParams(max_tokens=200, tool_choice="final_answer")))[0]
+    assert c.constraint == "server:tool_choice"
+    assert [t.name for t in c.tool_calls] == ["final_answer"] and c.parse_error is None
+    c = (await model.complete(MESSAGES, CAPPED, SamplingParams(max_tokens=16)))[0]
+    assert c.constraint == "none" and "tool_choice" in model.refused
+    await model.aclose()
+
+
+@pytest.mark.slow
+async def test_refused_grammar_is_retried_once_without_and_remembered(server, caplog):
+    """A server that answers 400 to the grammar field: the same request again without it, the
+    run goes on, the refusal is logged once and the field is not sent again."""
+    proxy = ScriptedProxy(server, [(400, {})])
+    try:
+        model = OpenAICompatModel(proxy.url, model="smollm2", codec="hermes", guided="grammar")
+        with caplog.at_level("WARNING"):
+            c = (await model.complete(MESSAGES, TOOLS, SamplingParams(max_tokens=16)))[0]
+        assert c.constraint == "none" and c.raw_text and model.refused == ["grammar"]
+        assert proxy.requests == 2 and "grammar" in proxy.bodies[0] and "grammar" not in proxy.bodies[1]
+        assert "refused constrained decoding (grammar)" in caplog.text
+        c = (await model.complete(MESSAGES, TOOLS, SamplingParams(max_tokens=16)))[0]
+        assert proxy.requests == 3 and "grammar" not in proxy.bodies[2] and c.constraint == "none"
+        await model.aclose()
+    finally:
+        proxy.close()
+
+
+@pytest.mark.slow
+async def test_vllm_forms_are_tried_in_order(server):
+    """A vLLM-like server (owned_by "vllm") that refuses `structured_outputs` gets
+    `guided_grammar` next; the real server behind the proxy then answers."""
+    proxy = ScriptedProxy(server, [(400, {})], owned_by="vllm")
+    try:
+        model = OpenAICompatModel(proxy.url, model="smollm2", codec="react")
+        c = (await model.complete(MESSAGES, TOOLS, SamplingParams(max_tokens=16)))[0]
+        assert model.server_kind == "vllm" and model.refused == ["structured_outputs"]
+        assert "grammar" in proxy.bodies[0]["structured_outputs"]
+        assert proxy.bodies[1]["guided_grammar"].startswith("root ::=")
+        assert c.constraint == "server:guided_grammar"
+        await model.aclose()
+    finally:
+        proxy.close()
+
+
+async def test_unknown_server_is_not_sent_a_guided_field():
+    proxy = ScriptedProxy(None)
+    try:
+        model = OpenAICompatModel(proxy.url, model="m", codec="hermes")
+        c = (await model.complete(MESSAGES, TOOLS, SamplingParams()))[0]
+        assert c.constraint == "none" and not (set(proxy.bodies[0]) & {"grammar", "guided_grammar", "ebnf"})
+        model = OpenAICompatModel(proxy.url, model="m", codec="native")
+        c = (await model.complete(MESSAGES, TOOLS, SamplingParams()))[0]
+        assert proxy.bodies[-1]["tool_choice"] == "required" and c.constraint == "server:tool_choice"
+    finally:
+        proxy.close()
+
+
+def test_guided_option_is_checked():
+    with pytest.raises(ModelError, match="guided must be"):
+        OpenAICompatModel("http://x/v1", model="m", guided="outlines")

@@ -141,3 +141,10 @@ def test_hub_repo_ids_fail_clearly_without_network(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelError, match="Hugging Face"):
         load_model("hf:HuggingFaceTB/SmolLM2-135M-Instruct")
+
+
+def test_constrain_and_guided_are_model_options():
+    from notebook_agent.models.resolve import load_model
+
+    m = load_model("http://127.0.0.1:9/v1#m", constrain=False, guided="grammar")
+    assert m.constrain is False and m.guided == "grammar"

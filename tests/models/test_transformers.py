@@ -52,3 +52,27 @@ def test_greedy_is_deterministic_and_stops_on_strings(model):
     a, b = model.complete_sync(MESSAGES, None, p)
     assert a.raw_text == b.raw_text and "\n" not in a.raw_text
     assert model.context_window >= 2048
+
+
+@pytest.mark.parametrize("codec", ["hermes", "qwen3_coder", "react"])
+def test_constrained_replies_are_valid_calls(model, codec):
+    """With llguidance's logits processor every sampled reply of SmolLM2 (which on its own
+    never writes a Hermes or XML call) is a valid call of an offered tool."""
+    pytest.importorskip("llguidance", reason="constrained decoding with transformers needs llguidance")
+    out = model.complete_sync(MESSAGES, TOOLS, SamplingParams(n=2, temperature=0.8, max_tokens=160, seed=7,
+                                                              codec=codec, constrain=True))
+    for c in out:
+        assert c.constraint == "llguidance"
+        if c.finish_reason == "length":  # cut inside the call: an error, never half a call
+            assert not c.tool_calls and "cut off" in c.parse_error.message
+            continue
+        assert c.parse_error is None, c.raw_text
+        assert len(c.tool_calls) == 1 and c.tool_calls[0].name in ("execute_code", "final_answer"), c.raw_text
+        args = c.tool_calls[0].arguments
+        if c.tool_calls[0].name == "execute_code":
+            assert args["comment"].strip() and args["code"].strip()
+        else:
+            assert args["answer"].strip()
+    assert any(c.tool_calls for c in out)
+    unconstrained = model.complete_sync(MESSAGES, TOOLS, SamplingParams(max_tokens=16, codec=codec, constrain=False))
+    assert unconstrained[0].constraint == "none"

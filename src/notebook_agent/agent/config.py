@@ -31,6 +31,9 @@ class AgentConfig:
     top_p: float = 1.0
     max_tokens_per_turn: int = 1024
     seed: int | None = None
+    constrain: bool = True              # replies constrained to the scaffold's protocol where the
+                                        # backend can (llama.cpp grammar, a server's tool_choice or
+                                        # grammar field, llguidance); see docs/models.md
     file_preview: bool = True           # columns and a few rows of each table in the first message
     require_execution: bool = True      # refuse a final answer before any cell ran successfully
     check_format: bool = True           # remind once when the answer misses the `@name[value]` format

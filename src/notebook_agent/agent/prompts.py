@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..tasks.task import Task
@@ -28,6 +29,64 @@ Solve the user's question by writing Python code, one step at a time. The data f
 current directory; pandas and numpy are installed; variables persist between steps."""
 
 TABULAR_SUFFIXES = {".csv", ".tsv", ".txt"}
+
+
+@dataclass(frozen=True)
+class ScaffoldWords:
+    """How the scaffold's reminders name its moves, in that scaffold's own language only (a
+    ReAct model is never told about tool calls), and never as text it could copy as code."""
+
+    missing: str   # what the reply lacked
+    run: str       # how to run code
+    answer: str    # how to give the answer
+    answer_alone: str  # the rule that an answer comes alone, after the outputs were read
+
+
+SCAFFOLD_WORDS = {
+    "tools": ScaffoldWords(
+        missing="You did not call a tool.",
+        run="call execute_code with a short comment and the code to run",
+        answer="call final_answer with the answer",
+        answer_alone="call final_answer alone, after you have seen the outputs of your code"),
+    "react": ScaffoldWords(
+        missing="Your reply had no python code block and no formatted answer.",
+        run="write a line starting with \"Thought:\", then one python code block",
+        answer="write a line starting with \"Formatted answer:\" followed by the answer",
+        answer_alone="give the formatted answer without a code block, after you have seen the "
+                     "outputs of your code"),
+}
+
+
+def nudge(scaffold: str, *, guessed: bool, answer_format: str | None) -> str:
+    """What to tell a model that replied without a step. An answer written before any code ran
+    is named as a guess: small models otherwise repeat it unchanged. After code ran, small
+    models tend to restate a result in prose and stop: the answer's exact format is named."""
+    w = SCAFFOLD_WORDS[scaffold]
+    if guessed:
+        return (f"You wrote an answer, but no code has run yet, so its values are guesses. First "
+                f"{w.run}, to compute them from the files.")
+    if answer_format:
+        return (f"{w.missing} If the outputs you have seen answer the question, {w.answer}, written "
+                f"as: {answer_format}\nOtherwise {w.run}.")
+    return (f"{w.missing} To run code, {w.run}; when the outputs you have seen answer the "
+            f"question, {w.answer}.")
+
+
+def unusable(scaffold: str, why: str) -> str:
+    """The reply could not be decoded."""
+    w = SCAFFOLD_WORDS[scaffold]
+    return (f"Error: your last message could not be used: {why}\nTo run code, {w.run}; when the "
+            f"outputs answer the question, {w.answer}.")
+
+
+def rejected_with_code(scaffold: str) -> str:
+    return (f"Rejected: {SCAFFOLD_WORDS[scaffold].answer_alone}. Your code in this message was "
+            "run; read its output first.")
+
+
+def rejected_before_code(scaffold: str) -> str:
+    return ("Rejected: you have not run any code successfully yet. Compute the answer with code "
+            f"first ({SCAFFOLD_WORDS[scaffold].run}) and answer only from outputs you have seen.")
 
 
 def human_size(n: int) -> str:

@@ -23,6 +23,7 @@ import time
 from ..kernel.base import ExecutionResult, KernelError, KernelSession
 from ..models.base import Completion, SamplingParams, ToolCall
 from ..models.completion import complete_with_codec
+from . import prompts
 from .context import fit_context
 from .state import CONTINUE, AgentState, StepOutcome
 from .tools import EXECUTE_CODE, FINAL_ANSWER, TOOLS
@@ -50,7 +51,8 @@ async def sample(state: AgentState, n: int = 1, logprobs: bool = False) -> list[
     budget = min(cfg.max_context_tokens, model.context_window) - cfg.max_tokens_per_turn
     view, _ = fit_context(state.traj.messages, model.count_tokens, max(budget, 512))
     params = SamplingParams(n=n, temperature=cfg.temperature, top_p=cfg.top_p,
-                            max_tokens=cfg.max_tokens_per_turn, seed=cfg.seed, logprobs=logprobs)
+                            max_tokens=cfg.max_tokens_per_turn, seed=cfg.seed, logprobs=logprobs,
+                            constrain=cfg.constrain)
     return await complete_with_codec(model, view, TOOLS, params, SCAFFOLD_CODECS[cfg.scaffold])
 
 
@@ -73,6 +75,8 @@ def account(state: AgentState, completion: Completion, model_s: float = 0.0) -> 
     state.traj.model_s += model_s
     state.traj.prompt_tokens += completion.usage.prompt_tokens
     state.traj.completion_tokens += completion.usage.completion_tokens
+    mode = completion.constraint or "none"
+    state.traj.constraint[mode] = state.traj.constraint.get(mode, 0) + 1
 
 
 async def apply_step(state: AgentState, completion: Completion, session: KernelSession, turn: int,
@@ -157,11 +161,9 @@ async def run_cell(state: AgentState, turn: int, comment: str, code: str) -> str
 def check_final(state: AgentState, answer: str, with_code: bool) -> str | None:
     """Why a final answer is refused, or None to accept it."""
     if with_code:
-        return ("Rejected: call final_answer alone, after you have seen the outputs of your code. "
-                "Your code in this message was run; read its output first.")
+        return prompts.rejected_with_code(state.config.scaffold)
     if state.config.require_execution and state.successful_cells == 0:
-        return ("Rejected: you have not run any code successfully yet. Compute the answer with "
-                "execute_code and answer only from outputs you have seen.")
+        return prompts.rejected_before_code(state.config.scaffold)
     if (state.config.check_format and not state.format_reminded and "@" in (state.task.format or "")
             and not extract_answer_items(answer)):
         state.format_reminded = True
@@ -211,19 +213,10 @@ async def handle_calls(state: AgentState, turn: int, completion: Completion, cal
 
 
 def nudge_text(state: AgentState, completion: Completion) -> str:
-    """What to tell a model that replied without a tool call. An answer written before any
-    code ran is named as a guess: small models otherwise repeat it unchanged."""
-    if not state.traj.steps and extract_answer_items(completion.content or completion.raw_text):
-        return ("You wrote an answer, but no code has run yet, so its values are guesses. Call "
-                "execute_code(comment, code) to compute them from the files first.")
-    if state.traj.steps and state.task.format:
-        # after code ran, small models tend to restate a result in prose and stop; name the
-        # tool and the exact format that would end the task
-        return ("You did not call a tool. If the outputs you have seen answer the question, call "
-                f"final_answer(answer) with the answer written as: {state.task.format}\n"
-                "Otherwise call execute_code(comment, code) to run more code.")
-    return ("You did not call a tool. Call execute_code(comment, code) to run code, "
-            "or final_answer(answer) if the outputs you have seen answer the question.")
+    """What to tell a model that replied without a tool call (see `prompts.nudge`)."""
+    guessed = not state.traj.steps and bool(extract_answer_items(completion.content or completion.raw_text))
+    return prompts.nudge(state.config.scaffold, guessed=guessed,
+                         answer_format=state.task.format if state.traj.steps else None)
 
 
 async def step(state: AgentState, completion: Completion, turn: int | None = None) -> StepOutcome:
@@ -238,9 +231,7 @@ async def step(state: AgentState, completion: Completion, turn: int | None = Non
         state.counters.parse_errors += 1
         state.consecutive_errors += 1
         state.traj.messages.append({"role": "assistant", "content": completion.raw_text})
-        tell(state, turn, "Error: your last message could not be used: "
-             f"{completion.parse_error.message}\nCall execute_code(comment, code) to run code, "
-             "or final_answer(answer) when the outputs answer the question.")
+        tell(state, turn, prompts.unusable(state.config.scaffold, completion.parse_error.message))
     else:
         if not calls:
             calls = recover_calls(state, completion)

@@ -20,6 +20,8 @@ TOOLS: list[dict] = [
                     "comment": {
                         "type": "string",
                         "description": "One or two sentences: what this step does and why.",
+                        # bounds the comment in constrained decoding (a small model may not stop)
+                        "maxLength": 400,
                     },
                     "code": {"type": "string", "description": "The Python code of the cell."},
                 },
@@ -35,7 +37,8 @@ TOOLS: list[dict] = [
             "parameters": {
                 "type": "object",
                 "properties": {
-                    "answer": {"type": "string", "description": "The answer, in the requested format."}
+                    "answer": {"type": "string", "description": "The answer, in the requested format.",
+                               "maxLength": 1000}
                 },
                 "required": ["answer"],
             },

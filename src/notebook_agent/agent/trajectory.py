@@ -65,6 +65,7 @@ class Trajectory:
     counters: dict[str, int] = field(default_factory=dict)     # agent.state.Counters of the run
     search: dict[str, Any] = field(default_factory=dict)       # search settings and statistics, if any
     isolation: dict[str, Any] = field(default_factory=dict)    # how the kernel was confined (session.isolation)
+    constraint: dict[str, int] = field(default_factory=dict)   # replies per constraint mode ("gbnf", "none", ...)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     turns: int = 0

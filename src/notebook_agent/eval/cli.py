@@ -310,6 +310,8 @@ def run(
     seed: Optional[int] = _opt(None, panel=AGENT, help="sampling seed"),
     preview: Optional[bool] = _opt(None, "--preview/--no-preview", panel=AGENT,
                                    help="show the model the columns and first rows of tables (default: on)"),
+    constrain: Optional[bool] = _opt(None, "--constrain/--no-constrain", panel=AGENT,
+                                     help="constrain replies to the tool protocol where the backend can (default: on)"),
     backend: Optional[str] = _opt(None, panel=KERNEL, help="kernel backend (default: local; forking with --search)"),
     sandbox: str = _opt("require", panel=KERNEL, help="kernel isolation: require (the default here: a benchmark's "
                         "labels must never be reachable from a kernel), auto or off"),
@@ -333,7 +335,8 @@ def run(
         _exit("--workers must be >= 1")
     agent = _config(AgentConfig, max_wall_s=task_timeout, scaffold=scaffold, max_turns=max_turns,
                     cell_timeout_s=cell_timeout, max_tokens_per_turn=max_tokens_per_turn, seed=seed,
-                    file_preview=preview, temperature=temperature if search == "none" else None)
+                    file_preview=preview, constrain=constrain,
+                    temperature=temperature if search == "none" else None)
     task_timeout = agent.max_wall_s  # the agent's limit is the task's (the runner adds RUNNER_SLACK_S)
     result = _load(bench, limit, ids)
     if not result.tasks:

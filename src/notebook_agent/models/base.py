@@ -25,9 +25,10 @@ class ModelError(RuntimeError):
     The message says what to fix; `retryable` tells callers whether trying again may help.
     """
 
-    def __init__(self, message: str, retryable: bool = False):
+    def __init__(self, message: str, retryable: bool = False, status: int | None = None):
         super().__init__(message)
         self.retryable = retryable
+        self.status = status  # the HTTP status, when a server answered
 
 
 @dataclass
@@ -39,6 +40,15 @@ class SamplingParams:
     stop: list[str] | None = None
     seed: int | None = None
     logprobs: bool = False
+    #: Constrained decoding of tool calls (see models/constrain.py): True/False, or None for
+    #: the model's own default (`constrain=` when it was built; on unless turned off).
+    constrain: bool | None = None
+    #: With a constraint: "required" (a call of an offered tool), "auto" (text, or a call),
+    #: or a tool's name (a call of that tool).
+    tool_choice: str = "required"
+    #: The tool-call codec (wire format) for this call, instead of the model's own: a name
+    #: ("react", "hermes", "qwen3_coder") or a codec instance.
+    codec: Any = None
 
 
 @dataclass
@@ -92,6 +102,11 @@ class Completion:
     finish_reason: str = "stop"
     usage: Usage = field(default_factory=Usage)
     token_logprobs: list[float] | None = None
+    #: How the reply was constrained: "none", "gbnf" (llama.cpp grammar in-process),
+    #: "llguidance" (transformers logits processor), "server:grammar" / "server:ebnf" /
+    #: "server:structured_outputs" / "server:guided_grammar" (a server's guided decoding),
+    #: "server:tool_choice" (native tool calls with tool_choice).
+    constraint: str = "none"
 
     @property
     def mean_logprob(self) -> float | None:
@@ -118,6 +133,9 @@ class ChatModel(abc.ABC):
     """
 
     name: str = "model"
+    #: whether `_complete` applies `SamplingParams.codec` itself (encodes, constrains and decodes
+    #: in that format); models that do not get the scaffold's codec applied around them
+    applies_call_codec: bool = False
 
     async def complete(
         self,

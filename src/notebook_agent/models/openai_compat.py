@@ -7,7 +7,13 @@
 - `n > 1` is sent as `n`; a server that returns fewer choices (llama.cpp's ignores `n`) gets
   the rest as parallel single requests, and is remembered as such;
 - with a text codec (hermes, react, ...) the messages are codec-encoded, `tools` is not sent,
-  and the reply text is decoded; with `native` the server parses tool calls.
+  and the reply text is decoded; with `native` the server parses tool calls;
+- constrained tool calls (on by default, `constrain=`): a text codec's grammar goes in the
+  server's guided-decoding field (`guided=`: "grammar" for llama.cpp's servers,
+  "structured_outputs" or "guided_grammar" for vLLM, "ebnf" for SGLang; "auto" picks by the
+  `owned_by` that `/models` reports); the native codec sends `tool_choice`. A server that
+  refuses the field (HTTP 400/404/422) gets the request again without it, and is remembered
+  as refusing it (logged once); each completion says which constraint it was made under.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import logging
 import os
 import random
 import time
@@ -35,7 +42,27 @@ from .base import (
 )
 from .codecs import ToolCodec, get_codec
 from .codecs.tools import check_call
-from .completion import decode_completion, merged_stops
+from .completion import call_codec, decode_completion, stops_for
+from .constrain import AUTO, REQUIRED, Constraint, grammar_for
+
+log = logging.getLogger(__name__)
+
+#: How each server takes a GBNF grammar (all compile llama.cpp-style GBNF).
+GUIDED_FORMS: dict[str, Any] = {
+    "grammar": lambda g: {"grammar": g},                          # llama.cpp server, llama-cpp-python's
+    "structured_outputs": lambda g: {"structured_outputs": {"grammar": g}},  # vLLM >= 0.10.2
+    "guided_grammar": lambda g: {"guided_grammar": g},            # older vLLM
+    "ebnf": lambda g: {"ebnf": g},                                # SGLang
+}
+_GUIDED_KEYS = {"grammar", "structured_outputs", "guided_grammar", "ebnf"}
+#: `owned_by` in /models -> the forms to try, in order.
+SERVER_FORMS = {
+    "me": ["grammar"],        # llama-cpp-python's server
+    "llamacpp": ["grammar"],  # llama.cpp's own server
+    "vllm": ["structured_outputs", "guided_grammar"],
+    "sglang": ["ebnf"],
+}
+REFUSED_STATUS = {400, 404, 422}
 
 RETRY_STATUS = {408, 409, 425, 429}
 _NETWORK_ERRORS = (httpx.TransportError,)  # connect/read/write/pool timeouts, protocol errors
@@ -56,6 +83,8 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 class OpenAICompatModel(ChatModel):
+    applies_call_codec = True
+
     def __init__(
         self,
         base_url: str,
@@ -70,14 +99,14 @@ class OpenAICompatModel(ChatModel):
         name: str | None = None,
         backoff: float = 0.5,
         max_backoff: float = 30.0,
-        tool_choice: str | dict[str, Any] | None = None,
+        constrain: bool = True,
+        guided: str = "auto",
     ):
         if not base_url.startswith(("http://", "https://")):
             raise ModelError(f"base_url must start with http:// or https://, got {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.codec = get_codec(codec)
-        self.tool_choice = tool_choice  # native codec: sent as the request's `tool_choice` ("auto", "required", a named function)
         self.timeout = timeout
         self.max_retries = max_retries
         self.concurrency = concurrency
@@ -88,6 +117,13 @@ class OpenAICompatModel(ChatModel):
         key = api_key or os.environ.get(api_key_env)
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._n_supported: bool | None = None  # learnt from the first n>1 reply
+        #: constrained tool calls by default (a call's `SamplingParams.constrain` overrides)
+        self.constrain = constrain
+        if guided not in ("auto", "none", *GUIDED_FORMS):
+            raise ModelError(f"guided must be auto, none or one of {', '.join(GUIDED_FORMS)}; got {guided!r}")
+        self.guided = guided
+        self.server_kind: str | None = None  # `owned_by` of the served model, once asked
+        self.refused: list[str] = []  # constraint forms this server refused (not sent again)
         # httpx clients and semaphores belong to one event loop; complete_sync makes a new
         # loop per call, so both are (re)made for the running loop.
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -138,7 +174,8 @@ class OpenAICompatModel(ChatModel):
                     wait = _retry_after(response)
                 else:
                     hint = " (check the API key)" if response.status_code in (401, 403) else ""
-                    raise ModelError(f"model server at {self.base_url} rejected the request ({response.status_code}){hint}: {detail}")
+                    raise ModelError(f"model server at {self.base_url} rejected the request ({response.status_code}){hint}: {detail}",
+                                     status=response.status_code)
             if attempt == self.max_retries:
                 raise error
             self.stats["retries"] += 1
@@ -155,6 +192,7 @@ class OpenAICompatModel(ChatModel):
             if not models:
                 raise ModelError(f"model server at {self.base_url} lists no models; pass one as URL#MODEL")
             self.model = models[0]["id"]
+            self.server_kind = str(models[0].get("owned_by") or "")
             if self.name == self.base_url:
                 self.name = self.model
         return self.model
@@ -164,7 +202,8 @@ class OpenAICompatModel(ChatModel):
     async def _complete(self, messages: list[Message], tools: list[ToolSpec] | None, params: SamplingParams) -> list[Completion]:
         if params.n < 1:
             raise ModelError(f"n must be >= 1, got {params.n}")
-        msgs, send_tools = self.codec.encode(messages, tools)
+        codec = call_codec(self.codec, params)
+        msgs, send_tools = codec.encode(messages, tools)
         body: dict[str, Any] = {
             "model": await self.model_name(),
             "messages": msgs,
@@ -172,16 +211,30 @@ class OpenAICompatModel(ChatModel):
             "top_p": params.top_p,
             "max_tokens": params.max_tokens,
         }
-        stop = merged_stops(params.stop, self.codec.stop)
+        on = self.constrain if params.constrain is None else params.constrain
+        constraint: Constraint | None = None
+        mode = "none"
+        if on and tools:
+            if codec.native:
+                choice = await self._tool_choice(params.tool_choice, send_tools)
+                if choice is not None:
+                    body["tool_choice"], mode = choice, "server:tool_choice"
+            else:
+                constraint = grammar_for(codec, tools, params.tool_choice)
+                form = await self._guided_form() if constraint else None
+                if form and constraint:
+                    body.update(GUIDED_FORMS[form](constraint.grammar))
+                    mode = "server:" + form
+                else:
+                    constraint = None
+        stop = stops_for(params, codec, constraint is not None)
         if stop:
             body["stop"] = stop
         if params.logprobs:
             body["logprobs"] = True
             body["top_logprobs"] = 1  # llama.cpp's server returns logprobs only when this is set
-        if self.codec.native and send_tools:
+        if codec.native and send_tools:
             body["tools"] = send_tools
-            if self.tool_choice is not None:
-                body["tool_choice"] = self.tool_choice
 
         def with_seed(b: dict[str, Any], i: int) -> dict[str, Any]:
             if params.seed is not None:
@@ -190,20 +243,97 @@ class OpenAICompatModel(ChatModel):
 
         out: list[Completion] = []
         if params.n == 1 or self._n_supported is not False:
-            first = await self._request("POST", "/chat/completions", with_seed({**body, "n": params.n}, 0) if params.n > 1 else with_seed(body, 0))
-            out = self._parse(first, tools)
+            first, mode = await self._chat(with_seed({**body, "n": params.n}, 0) if params.n > 1 else with_seed(body, 0),
+                                           mode, constraint)
+            if mode == "none":
+                body, constraint = _without_constraint(body), None
+            out = self._parse(first, tools, codec, constraint, mode, params.max_tokens)
             if params.n > 1:
                 self._n_supported = len(out) >= params.n
         missing = params.n - len(out)
         if missing > 0:  # the server ignored n: the rest in parallel, one each
             replies = await asyncio.gather(*(
-                self._request("POST", "/chat/completions", with_seed(body, len(out) + i)) for i in range(missing)
+                self._chat(with_seed(body, len(out) + i), mode, constraint) for i in range(missing)
             ))
-            for r in replies:
-                out.extend(self._parse(r, tools)[:1])
+            for r, m in replies:
+                out.extend(self._parse(r, tools, codec, constraint if m != "none" else None, m, params.max_tokens)[:1])
         return out[: params.n]
 
-    def _parse(self, data: dict[str, Any], tools: list[ToolSpec] | None) -> list[Completion]:
+    # --- constraints ------------------------------------------------------------------------
+
+    async def _guided_form(self) -> str | None:
+        """How this server takes a grammar: configured, or by its `owned_by` ("auto")."""
+        if self.guided == "none":
+            return None
+        if self.guided != "auto":
+            forms = [self.guided]
+        else:
+            if self.server_kind is None:
+                await self._learn_server_kind()
+            forms = SERVER_FORMS.get(self.server_kind or "", [])
+            if not forms and "unknown-server" not in self.refused:
+                self.refused.append("unknown-server")
+                log.warning("model server at %s (owned_by %r) has no known guided-decoding field; tool calls are "
+                            "not constrained (pass guided='grammar', 'structured_outputs', 'guided_grammar' or "
+                            "'ebnf' to choose one)", self.base_url, self.server_kind)
+        return next((f for f in forms if f not in self.refused), None)
+
+    async def _learn_server_kind(self) -> None:
+        try:
+            data = await self._request("GET", "/models")
+            models = data.get("data") or []
+            self.server_kind = str(models[0].get("owned_by") or "") if models else ""
+        except ModelError:
+            self.server_kind = ""
+
+    async def _tool_choice(self, choice: str, tools: list[ToolSpec] | None) -> Any:
+        """`tool_choice` for the native codec: "required", or the named-function form."""
+        if "tool_choice" in self.refused or not tools:
+            return None
+        names = [(t.get("function") or {}).get("name") for t in tools]
+        if choice == AUTO:
+            return None
+        if choice != REQUIRED:
+            return {"type": "function", "function": {"name": choice}} if choice in names else None
+        if self.server_kind is None and self.guided == "auto":
+            await self._learn_server_kind()
+        if self.server_kind == "me":
+            # llama-cpp-python's server ignores "required"; it honours the named form only
+            if len(names) == 1:
+                return {"type": "function", "function": {"name": names[0]}}
+            if "tool_choice" not in self.refused:
+                self.refused.append("tool_choice")
+                log.warning("llama-cpp-python's server ignores tool_choice='required' with several tools; tool "
+                            "calls to %s are not constrained (use a text codec such as hermes: its grammar is "
+                            "honoured)", self.base_url)
+            return None
+        return "required"
+
+    async def _chat(self, body: dict[str, Any], mode: str, constraint: Constraint | None) -> tuple[dict[str, Any], str]:
+        """POST a chat request; if the server refuses its constraint, once more without it
+        (or with the next guided form this server may take), and remember the refusal."""
+        while True:
+            try:
+                return await self._request("POST", "/chat/completions", body), mode
+            except ModelError as e:
+                if mode == "none" or e.status not in REFUSED_STATUS:
+                    raise
+                refused = mode.removeprefix("server:")
+                if refused not in self.refused:
+                    self.refused.append(refused)
+                log.warning("model server at %s refused constrained decoding (%s): %s; retrying without it and not "
+                            "sending it again", self.base_url, refused, str(e)[:300])
+                body = _without_constraint(body)
+                mode = "none"
+                if refused != "tool_choice" and constraint is not None:
+                    form = await self._guided_form()
+                    if form:
+                        body.update(GUIDED_FORMS[form](constraint.grammar))
+                        mode = "server:" + form
+
+    def _parse(self, data: dict[str, Any], tools: list[ToolSpec] | None, codec: ToolCodec | None = None,
+               constraint: Constraint | None = None, mode: str = "none", max_tokens: int = 0) -> list[Completion]:
+        codec = codec or self.codec
         choices = data.get("choices") or []
         if not choices:
             raise ModelError(f"model server at {self.base_url} returned no choices: {str(data)[:300]}")
@@ -218,12 +348,13 @@ class OpenAICompatModel(ChatModel):
             n_out = len(lp) if lp else total_completion // len(choices)
             u = Usage(prompt_tokens, n_out)
             finish = ch.get("finish_reason") or "stop"
-            if self.codec.native:
+            if codec.native:
                 calls, error = _native_calls(msg.get("tool_calls") or [], tools)
                 out.append(Completion(raw_text=text, content=text.strip(), tool_calls=calls, parse_error=error,
-                                      finish_reason=finish if not calls else "tool_calls", usage=u, token_logprobs=lp))
+                                      finish_reason=finish if not calls else "tool_calls", usage=u, token_logprobs=lp,
+                                      constraint=mode))
             else:
-                out.append(decode_completion(text, self.codec, tools, finish, u, lp))
+                out.append(decode_completion(text, codec, tools, finish, u, lp, constraint, mode, max_tokens))
         return out
 
     async def aclose(self) -> None:
@@ -233,6 +364,10 @@ class OpenAICompatModel(ChatModel):
                     await self._client.aclose()
             finally:
                 self._client = None
+
+
+def _without_constraint(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k not in _GUIDED_KEYS and k != "tool_choice"}
 
 
 def _logprobs(block: Any) -> list[float] | None:

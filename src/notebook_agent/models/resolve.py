@@ -70,9 +70,10 @@ def _accepted() -> str:
     return ACCEPTED.format(names=", ".join(registry.known_models()))
 
 
-_LLAMA_OPTS = {"n_ctx", "n_threads", "codec", "chat_template", "seed", "top_k", "min_p", "n_batch", "name"}
-_HF_OPTS = {"codec", "device", "dtype", "gguf_file", "name", "chat_template"}
-_OPENAI_OPTS = {"api_key", "api_key_env", "codec", "timeout", "max_retries", "concurrency", "context_window", "name", "backoff", "tool_choice"}
+_LLAMA_OPTS = {"n_ctx", "n_threads", "codec", "chat_template", "seed", "top_k", "min_p", "n_batch", "name", "constrain"}
+_HF_OPTS = {"codec", "device", "dtype", "gguf_file", "name", "chat_template", "constrain"}
+_OPENAI_OPTS = {"api_key", "api_key_env", "codec", "timeout", "max_retries", "concurrency", "context_window", "name", "backoff",
+                "constrain", "guided"}
 
 
 def _only(opts: dict[str, Any], allowed: set[str]) -> dict[str, Any]:

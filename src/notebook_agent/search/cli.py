@@ -51,6 +51,7 @@ def register(app: typer.Typer) -> None:
         cell_timeout: Optional[float] = typer.Option(None, help=f"Seconds a cell may run (default {A.cell_timeout_s:g})."),
         seed: Optional[int] = typer.Option(None),
         preview: Optional[bool] = typer.Option(None, "--preview/--no-preview", help="Show the model the columns and first rows of tables (default: on)."),
+        constrain: Optional[bool] = typer.Option(None, "--constrain/--no-constrain", help="Constrain replies to the tool protocol where the backend can (default: on)."),
         sandbox: Optional[str] = typer.Option(None, help=SANDBOX_HELP),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the answer."),
     ) -> None:
@@ -64,6 +65,7 @@ def register(app: typer.Typer) -> None:
         config = search_config_or_fail(
             console, agent=dict(scaffold=scaffold, max_consecutive_errors=max_errors, max_tokens_per_turn=max_tokens_per_turn,
                                 cell_timeout_s=cell_timeout, seed=seed, file_preview=preview, temperature=temperature,
+                                constrain=constrain,
                                 max_wall_s=max_wall),
             c_puct=c_puct, k=k, max_depth=max_depth, parse_failure_terminal=parse_failure_terminal,
             iterations=iterations, max_wall_s=max_wall, max_tokens=max_tokens, max_live_sessions=max_live,

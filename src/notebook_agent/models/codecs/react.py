@@ -48,10 +48,10 @@ class ReActCodec(ToolCodec):
     def system_block(self) -> str:
         return (
             "# How to respond\n\n"
-            "Work step by step in a Jupyter notebook. In each turn write a thought and one block "
-            "of Python code:\n\n"
-            "Thought: what you will do next and why\n"
-            "```python\n# code that runs in the notebook; variables persist between steps\n```\n\n"
+            "Work step by step in a Jupyter notebook. In each turn write a line that starts with "
+            "\"Thought:\" and says what you will do next and why, then one python code block "
+            "(three backticks and the word python, your code, three backticks). Variables persist "
+            "between steps.\n\n"
             "The code runs and the next message gives its output as \"Observation:\". Never write "
             "the Observation yourself. When you know the answer, write instead:\n\n"
             "Thought: I now know the final answer\n"
