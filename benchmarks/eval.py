@@ -71,7 +71,8 @@ def pick(tasks: list[Task], per_level: int | None, limit: int | None) -> list[Ta
 
 def config(args: argparse.Namespace) -> AgentConfig:
     return AgentConfig(scaffold=args.scaffold, max_turns=args.max_turns, max_wall_s=args.task_timeout,
-                       max_tokens_per_turn=args.max_tokens_per_turn, file_preview=not args.no_preview)
+                       max_tokens_per_turn=args.max_tokens_per_turn, file_preview=not args.no_preview,
+                       constrain=not args.no_constrain)
 
 
 async def one_run(tasks: list[Task], model: Any, out: Path, workers: int, args: argparse.Namespace) -> tuple[Any, float]:
@@ -81,7 +82,7 @@ async def one_run(tasks: list[Task], model: Any, out: Path, workers: int, args: 
         workers=workers, task_timeout_s=args.task_timeout + 60, session_config=SessionConfig(),
         progress=sys.stderr.isatty(),
         settings={"benchmark": args.bench, "model": args.model, "scaffold": args.scaffold, "benchmark_tool": "eval.py",
-                  "file_preview": not args.no_preview})
+                  "file_preview": not args.no_preview, "constrain": not args.no_constrain})
     return summary, time.monotonic() - t0
 
 
@@ -110,7 +111,7 @@ async def accuracy(args: argparse.Namespace, tasks: list[Task]) -> dict[str, Any
     rows = [["overall", str(m.n), *(f"{100 * x:.1f}" for x in (m.abq, m.psaq, m.uasq))]]
     rows += [[lv, str(g.n), *(f"{100 * x:.1f}" for x in (g.abq, g.psaq, g.uasq))]
              for lv, g in sorted(m.by_level.items(), key=lambda kv: level_key(kv[0]))]
-    preview = "" if not args.no_preview else ", no file preview"
+    preview = ("" if not args.no_preview else ", no file preview") + ("" if not args.no_constrain else ", unconstrained")
     print_table(f"{args.bench} with {args.model} ({args.scaffold}{preview}, {args.workers} worker(s))",
                 ["level", "n", "ABQ %", "PSAQ %", "UASQ %"], rows)
     print(f"mean tokens/task {run.mean_tokens:.0f}, mean time/task {run.mean_wall_s:.1f} s, "
@@ -160,6 +161,7 @@ def main() -> None:
     p.add_argument("--limit", "--tasks", dest="limit", type=int, default=None, help="first K tasks")
     p.add_argument("--workers", default="1", help="accuracy: N; scaling: a list like 1,2,4")
     p.add_argument("--scaffold", default="tools", choices=["tools", "react"])
+    p.add_argument("--no-constrain", action="store_true", help="replies not constrained to the tool protocol")
     p.add_argument("--max-turns", type=int, default=8)
     p.add_argument("--max-tokens-per-turn", type=int, default=512)
     p.add_argument("--task-timeout", type=float, default=900.0)
