@@ -60,6 +60,7 @@ def test_score_prints_a_table_and_ends_with_one_json_line(tmp_path: Path, bench:
     assert out["n"] == 3 and out["n_answered"] == 2 and out["scorer"] == "dabench"
     assert out["abq"] == pytest.approx(1 / 3) and out["psaq"] == pytest.approx(0.5) and out["uasq"] == pytest.approx(3 / 5)
     assert out["by_level"]["hard"]["n"] == 2 and out["by_concept"]["B"]["abq"] == 0.0
+    assert out["abq_ci"] == pytest.approx([0.0615, 0.7923], abs=5e-5)   # Wilson, 1 of 3
     assert "ABQ" in r.stdout and "level: hard" in r.stdout
     assert "bad JSON" in r.stderr
     r = cli("score", f"dabench:{bench}", "--responses", str(responses), "--missing", "skip")
@@ -118,6 +119,11 @@ async def test_report_compares_runs(tmp_path: Path):
     assert r.returncode == 0, r.stderr
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "| ABQ | 100.0 | 33.3 |" in md
+    assert "| ABQ 95% CI (Wilson) | [61.0, 100.0] | [9.7, 70.0] |" in md   # 6/6 and 2/6, by hand
+    # B is right on 0 and 3 only: 4 discordant tasks, all one way -> exact McNemar p = 2/16
+    assert "| right only in the first | 4 |" in md and "| right only in the second | 0 |" in md
+    assert "| exact McNemar p | 0.125 |" in md and "| ABQ difference (points) | -66.7 |" in md
+    assert "- only A (4): 1, 2, 4, 5" in md and "- only B (0): -" in md
     # levels cycle easy/medium/hard over ids 0..5: B answered 0 and 3, both easy
     assert "| easy | 100.0 / 100.0 / 100.0 (n=2) | 100.0 / 100.0 / 100.0 (n=2) |" in md
     assert "| medium | 100.0 / 100.0 / 100.0 (n=2) | 0.0 / 0.0 / 0.0 (n=2) |" in md

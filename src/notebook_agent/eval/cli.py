@@ -28,6 +28,7 @@ from ..tasks.formats.common import BenchmarkError, LoadIssue, LoadResult, read_j
 from ..tasks.loaders import benchmark_kind, load_benchmark
 from ..tasks.scoring import Metrics, ScoredItem, Scorer, get_scorer, scorer_for, summarize
 from ..tasks.task import Task
+from .stats import wilson_interval
 
 if TYPE_CHECKING:
     from .runner import AgentFn, EvalSummary, RunConfig
@@ -96,6 +97,7 @@ def metrics_json(metrics: Metrics, **extra: Any) -> str:
     d = metrics.to_dict()
     d["by_level"] = {k: {x: v[x] for x in ("abq", "psaq", "uasq", "n")} for k, v in d["by_level"].items()}
     d["by_concept"] = {k: {x: v[x] for x in ("abq", "n")} for k, v in d["by_concept"].items()}
+    d["abq_ci"] = list(wilson_interval(metrics.overall.n_correct, metrics.n))
     return json.dumps({**d, **extra}, ensure_ascii=False)
 
 

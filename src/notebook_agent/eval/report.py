@@ -14,6 +14,7 @@ from typing import Any
 
 from ..tasks.scoring import Metrics, level_key, summarize
 from .results import RESULTS_FILE, RUN_FILE, load_run_records, scored_item
+from .stats import Paired, bootstrap_interval, paired, wilson_interval
 
 
 @dataclass
@@ -28,6 +29,22 @@ class RunReport:
     mean_wall_s: float
     total_wall_min: float
     records: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    def scored(self) -> list[Any]:
+        """The scored items (tasks with a gold answer) of this run."""
+        return [it for it in (scored_item(r) for r in self.records) if it.score.scored]
+
+    def correct_by_id(self) -> dict[str, bool]:
+        return {it.id: it.score.correct for it in self.scored()}
+
+    def intervals(self) -> dict[str, tuple[float, float]]:
+        """95% intervals of ABQ (Wilson), PSAQ and UASQ (bootstrap over questions)."""
+        items = self.scored()
+        return {
+            "abq": wilson_interval(sum(it.score.correct for it in items), len(items)),
+            "psaq": bootstrap_interval([it.score.fraction for it in items]),
+            "uasq": bootstrap_interval([it.score.n_right for it in items], [it.score.n_sub for it in items]),
+        }
 
 
 @dataclass
@@ -74,6 +91,10 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def _ci(ci: tuple[float, float]) -> str:
+    return f"[{_pct(ci[0])}, {_pct(ci[1])}]"
+
+
 def _triple(g: Any) -> str:
     return f"{_pct(g.abq)} / {_pct(g.psaq)} / {_pct(g.uasq)} (n={g.n})" if g and g.n else "-"
 
@@ -81,11 +102,15 @@ def _triple(g: Any) -> str:
 def tables(runs: list[RunReport]) -> list[Table]:
     names = [r.name for r in runs]
     agent = [r.settings.get("agent_config") or {} for r in runs]
-    overall = Table("Overall (ABQ, PSAQ, UASQ in %)", ["", *names], [
+    cis = [r.intervals() for r in runs]
+    overall = Table("Overall (ABQ, PSAQ, UASQ in %, with 95% confidence intervals)", ["", *names], [
         ["tasks scored", *[str(r.metrics.n) for r in runs]],
         ["ABQ", *[_pct(r.metrics.abq) for r in runs]],
+        ["ABQ 95% CI (Wilson)", *[_ci(c["abq"]) for c in cis]],
         ["PSAQ", *[_pct(r.metrics.psaq) for r in runs]],
+        ["PSAQ 95% CI (bootstrap)", *[_ci(c["psaq"]) for c in cis]],
         ["UASQ", *[_pct(r.metrics.uasq) for r in runs]],
+        ["UASQ 95% CI (bootstrap)", *[_ci(c["uasq"]) for c in cis]],
         ["answered", *[f"{r.metrics.n_answered}/{r.metrics.n}" for r in runs]],
         ["mean tokens / task", *[f"{r.mean_tokens:.0f}" for r in runs]],
         ["mean time / task (s)", *[f"{r.mean_wall_s:.1f}" for r in runs]],
@@ -105,7 +130,37 @@ def tables(runs: list[RunReport]) -> list[Table]:
     statuses = sorted({s for r in runs for s in r.status_counts})
     status = Table("Run statuses", ["status", *names],
                    [[s, *[str(r.status_counts.get(s, 0)) for r in runs]] for s in statuses])
-    return [t for t in (overall, by_level, by_concept, status) if t.rows]
+    return [t for t in (overall, paired_table(runs), by_level, by_concept, status) if t.rows]
+
+
+def comparisons(runs: list[RunReport]) -> list[tuple[RunReport, RunReport, Paired]]:
+    """Each run after the first, paired with the first (the baseline) on the tasks both scored."""
+    if len(runs) < 2:
+        return []
+    base = runs[0]
+    return [(base, r, paired(base.correct_by_id(), r.correct_by_id())) for r in runs[1:]]
+
+
+def _ids(ids: list[str], limit: int = 10) -> str:
+    return ", ".join(ids[:limit]) + (f", ... ({len(ids)})" if len(ids) > limit else "") if ids else "-"
+
+
+def paired_table(runs: list[RunReport]) -> Table:
+    """Paired comparison with the first run: discordant tasks and the exact McNemar p-value."""
+    comps = comparisons(runs)
+    header = ["", *[f"{b.name} vs {a.name}" for a, b, _ in comps]]
+    rows = [
+        ["common tasks", *[str(p.n_common) for _, _, p in comps]],
+        ["right in both", *[str(p.both) for _, _, p in comps]],
+        ["right in neither", *[str(p.neither) for _, _, p in comps]],
+        ["right only in the first", *[str(len(p.only_a)) for _, _, p in comps]],
+        ["right only in the second", *[str(len(p.only_b)) for _, _, p in comps]],
+        ["ABQ difference (points)", *[f"{100 * p.abq_diff:+.1f}" for _, _, p in comps]],
+        ["exact McNemar p", *[f"{p.p_value:.3g}" for _, _, p in comps]],
+        ["only the first right", *[_ids(p.only_a) for _, _, p in comps]],
+        ["only the second right", *[_ids(p.only_b) for _, _, p in comps]],
+    ] if comps else []
+    return Table("Paired comparison with the first run (same tasks)", header, rows)
 
 
 def print_tables(ts: list[Table], console: Any = None) -> None:
@@ -133,6 +188,10 @@ def markdown(runs: list[RunReport], ts: list[Table], plot_name: str | None) -> s
                   "|" + "|".join(["---"] + ["---:"] * (len(t.header) - 1)) + "|"]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in t.rows]
         lines.append("")
+    for a, b, p in comparisons(runs):
+        lines += [f"## Tasks only one of {a.name} and {b.name} got right", "",
+                  f"- only {a.name} ({len(p.only_a)}): {', '.join(p.only_a) or '-'}",
+                  f"- only {b.name} ({len(p.only_b)}): {', '.join(p.only_b) or '-'}", ""]
     return "\n".join(lines)
 
 
@@ -147,15 +206,18 @@ def plot_levels(runs: list[RunReport], path: Path) -> Path:
     width = 0.8 / max(1, len(runs))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(levels) * max(1, len(runs)) / 2 + 3), 4))
     for i, r in enumerate(runs):
-        values = [100 * (r.metrics.overall.abq if lv == "overall" else
-                         (r.metrics.by_level[lv].abq if lv in r.metrics.by_level else 0.0)) for lv in levels]
+        groups = [r.metrics.overall if lv == "overall" else r.metrics.by_level.get(lv) for lv in levels]
+        values = [100 * g.abq if g else 0.0 for g in groups]
+        cis = [wilson_interval(g.n_correct, g.n) if g and g.n else (0.0, 0.0) for g in groups]
+        err = [[max(0.0, v - 100 * lo) for v, (lo, _) in zip(values, cis)],
+               [max(0.0, 100 * hi - v) for v, (_, hi) in zip(values, cis)]]
         xs = [j + (i - (len(runs) - 1) / 2) * width for j in range(len(levels))]
-        bars = ax.bar(xs, values, width, label=r.name)
+        bars = ax.bar(xs, values, width, label=r.name, yerr=err, capsize=3, ecolor="0.3")
         ax.bar_label(bars, fmt="%.0f", fontsize=8)
     ax.set_xticks(range(len(levels)), levels)
     ax.set_ylabel("ABQ (%)")
     ax.set_ylim(0, 105)
-    ax.set_title("Accuracy by question, per level")
+    ax.set_title("Accuracy by question, per level (95% Wilson intervals)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
