@@ -17,7 +17,7 @@ needs_dev = pytest.mark.skipif(not (DEV / "labels.jsonl").exists(), reason=f"dab
 
 
 def task(answer, tid="t", level="easy", concepts=()) -> Task:
-    return Task(id=tid, question="q", answer=answer, level=level, concepts=list(concepts))
+    return Task(id=tid, question="q", answer=answer, level=level, concepts=list(concepts), benchmark="dabench")
 
 
 def score(answer, response):

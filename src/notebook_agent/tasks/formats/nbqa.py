@@ -21,7 +21,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from ..scoring.dabench import extract_answers
+from ..scoring.dabench import extract_answers_whole
 from ..task import Task
 from .common import BenchmarkError, LoadIssue, LoadResult, as_text, pick_dir, pick_file, read_jsonl, resolve_file
 
@@ -51,7 +51,7 @@ def parse_file_names(value: Any) -> list[str]:
 def parse_answer(value: Any) -> list[list[Any]]:
     """A gold answer as [[name, value], ...]; ValueError when there is none to be had."""
     if isinstance(value, str):
-        pairs = [[k, v] for k, v in extract_answers(value).items()]
+        pairs = [[k, v] for k, v in extract_answers_whole(value).items()]
         if not pairs:
             raise ValueError(f"unparsable label {value[:80]!r}: no @name[value] item")
         return pairs
