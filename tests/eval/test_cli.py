@@ -134,3 +134,24 @@ async def test_report_compares_runs(tmp_path: Path):
     assert f"report: {tmp_path / 'rep' / 'report.md'}" in r.stdout and "Summary Statistics" in r.stdout
     r = cli("report", str(tmp_path / "nope"))
     assert r.returncode == 2 and "not a run directory" in r.stderr
+
+
+def test_score_reads_a_dabstep_submission(tmp_path: Path):
+    d = tmp_path / "dabstep"
+    (d / "context").mkdir(parents=True)
+    (d / "context" / "payments.csv").write_text("x\n1\n")
+    write_jsonl(d / "tasks.jsonl", [
+        {"task_id": "1", "question": "How many?", "guidelines": "a number", "level": "easy", "answer": "138236"},
+        {"task_id": "2", "question": "Which?", "guidelines": "a word", "level": "hard", "answer": "NL"},
+        {"task_id": "5", "question": "Share?", "guidelines": "a number", "level": "hard", "answer": "0.5"}])
+    # the leaderboard's submission format: task_id, agent_answer (and reasoning_trace)
+    sub = write_jsonl(tmp_path / "submission.jsonl", [
+        {"task_id": "1", "agent_answer": "138236", "reasoning_trace": "counted"},
+        {"task_id": 2, "agent_answer": "BE", "reasoning_trace": ""},
+        {"task_id": "5", "agent_answer": "", "reasoning_trace": "gave up"}])
+    r = cli("score", f"dabstep:{d}", "--responses", str(sub))
+    assert r.returncode == 0, r.stderr
+    out = last_json(r.stdout)
+    assert out["scorer"] == "dabstep" and out["n_responses"] == 2 and "no id" not in r.stderr
+    assert (out["n"], out["n_answered"]) == (3, 2) and out["abq"] == pytest.approx(1 / 3)
+    assert out["by_level"]["easy"]["abq"] == 1.0 and out["by_level"]["hard"]["abq"] == 0.0

@@ -123,7 +123,8 @@ def _print_metrics(metrics: Metrics, title: str) -> None:
 
 # --- score -------------------------------------------------------------------------------------
 def read_responses(path: Path) -> dict[str, str]:
-    """`{id: response}` from a JSONL of {"id", "response"} (or a run's results, {"id", "answer"}).
+    """`{id: response}` from a JSONL of {"id", "response"}, a run's results ({"id", "answer"})
+    or a DABStep submission ({"task_id", "agent_answer"}).
 
     As InfiAgent's script does, the first record of an id with a non-empty response counts.
     """
@@ -135,20 +136,22 @@ def read_responses(path: Path) -> dict[str, str]:
             _err(f"warning: {line.error}")
             continue
         rec = line.record
-        if "id" not in rec:
-            _err(f"warning: line {line.line_no} of {path.name} has no id")
+        rid = rec.get("id", rec.get("task_id"))
+        if rid is None:
+            _err(f"warning: line {line.line_no} of {path.name} has no id (nor task_id)")
             continue
-        text = rec.get("response", rec.get("answer"))
-        if text is None or text == "":
+        text = next((rec[k] for k in ("response", "answer", "agent_answer") if rec.get(k) not in (None, "")), None)
+        if text is None:
             continue
-        out.setdefault(str(rec["id"]).strip(), text if isinstance(text, str) else json.dumps(text))
+        out.setdefault(str(rid).strip(), text if isinstance(text, str) else json.dumps(text))
     return out
 
 
 @app.command()
 def score(
     bench: str = typer.Argument(..., help="KIND:PATH, e.g. dabench:../shared/benchmarks/dabench-dev"),
-    responses: Path = typer.Option(..., "--responses", "-r", help='JSONL of {"id", "response"} records'),
+    responses: Path = typer.Option(..., "--responses", "-r", help='JSONL of {"id", "response"} records '
+                                   '(or {"task_id", "agent_answer"}: a DABStep submission)'),
     scorer: Optional[str] = typer.Option(None, help="scorer name (default: the benchmark's official one)"),
     missing: str = typer.Option("wrong", help="'wrong' (count unanswered as wrong) or 'skip' (InfiAgent script)"),
     limit: Optional[int] = typer.Option(None, help="only the first K tasks"),
