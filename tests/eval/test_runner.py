@@ -17,7 +17,7 @@ from notebook_agent.agent.loop import AgentConfig
 from notebook_agent.eval.runner import RunLocked, SettingsMismatch, run_eval
 from notebook_agent.kernel import make_session
 from notebook_agent.models.scripted import ScriptedModel, call
-from notebook_agent.tasks.scoring import get_scorer
+from notebook_agent.tasks.scoring import Score, get_scorer
 from notebook_agent.tasks.task import Task
 
 SCORER = get_scorer("dabench")
@@ -274,3 +274,48 @@ async def test_real_agent_loop_through_the_runner(tmp_path: Path, csvs: list[Pat
     assert [recs[t.id]["answer"] for t in tasks] == ["@total[1]", "@total[3]"]
     assert summary.metrics.abq == 1.0 and recs["t1"]["prompt_tokens"] == 20
     assert json.loads((out / "run.json").read_text())["agent_config"]["max_turns"] == 4
+
+
+async def test_a_resumed_run_with_another_scorer_rescores_the_stored_answers(tmp_path: Path):
+    tasks = make_tasks(3)
+    answers = {"0": "@v[0]", "1": "@v[1.0005]", "2": "@v[x]"}   # 1: off by 5e-4, right only within 1e-3
+    kw = dict(agent_config={}, session_factory=fake_factory([]), progress=False)
+    first = await run_eval(tasks, None, tmp_path, scorer=SCORER, agent_fn=scripted_agent(answers), **kw)
+    assert first.metrics.abq == pytest.approx(1 / 3) and first.n_rescored == 0
+    assert {r["scorer"] for r in read_results(tmp_path)} == {"dabench"}
+    calls: list[str] = []
+    lenient = get_scorer("dabench_lenient")
+    again = await run_eval(tasks, None, tmp_path, scorer=lenient, agent_fn=scripted_agent(answers, calls=calls), **kw)
+    assert calls == [] and again.n_resumed == 3 and again.n_rescored == 3      # nothing ran again
+    assert again.metrics.abq == pytest.approx(2 / 3)                           # every verdict is the new scorer's
+    latest = {r["id"]: r for r in read_results(tmp_path)}
+    assert {r["scorer"] for r in latest.values()} == {"dabench_lenient"}
+    assert latest["1"]["correct"] and latest["1"]["rescored"] == {"from": "dabench", "verdict_changed": True}
+    assert latest["0"]["rescored"] == {"from": "dabench", "verdict_changed": False}
+    assert json.loads((tmp_path / "run.json").read_text())["scorer"] == "dabench_lenient"
+    n_lines = len(read_results(tmp_path))
+    third = await run_eval(tasks, None, tmp_path, scorer=lenient, agent_fn=scripted_agent(answers), **kw)
+    assert third.n_rescored == 0 and len(read_results(tmp_path)) == n_lines  # unchanged: nothing appended
+
+
+async def test_a_changed_rule_under_the_same_scorer_name_rescores_too(tmp_path: Path):
+    tasks = make_tasks(2)
+    kw = dict(agent_config={}, session_factory=fake_factory([]), progress=False, agent_fn=scripted_agent(right("01")))
+    await run_eval(tasks, None, tmp_path, scorer=SCORER, **kw)
+    for line in (tmp_path / "results.jsonl").read_text().splitlines():    # a run made before records named their scorer
+        assert json.loads(line).pop("scorer") == "dabench"
+    (tmp_path / "results.jsonl").write_text("".join(
+        json.dumps({k: v for k, v in json.loads(l).items() if k != "scorer"}) + "\n"
+        for l in (tmp_path / "results.jsonl").read_text().splitlines()))
+
+    class Stricter:
+        name = "dabench"
+
+        def score(self, task, response):
+            return Score(False, 0.0, 1, 0, True, {"rule": "stricter"})
+
+    summary = await run_eval(tasks, None, tmp_path, scorer=Stricter(), **kw)
+    assert summary.n_rescored == 2 and summary.metrics.abq == 0.0
+    latest = {r["id"]: r for r in read_results(tmp_path)}
+    assert latest["0"]["rescored"] == {"from": "dabench", "verdict_changed": True}
+    assert latest["0"]["score_details"] == {"rule": "stricter"}

@@ -367,7 +367,7 @@ def run(
     _print_metrics(summary.metrics, f"{bench}: {out} ({summary.n_run} run now, {summary.n_resumed} resumed)")
     print(f"results: {out / 'results.jsonl'}  notebooks: {out / 'notebooks'}")
     print(metrics_json(summary.metrics, n_tasks=summary.n_tasks, n_run=summary.n_run, n_resumed=summary.n_resumed,
-                       status_counts=summary.status_counts, scorer=sc.name), flush=True)
+                       n_rescored=summary.n_rescored, status_counts=summary.status_counts, scorer=sc.name), flush=True)
 
 
 # --- report ------------------------------------------------------------------------------------

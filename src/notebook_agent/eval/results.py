@@ -114,6 +114,27 @@ def scored_item(record: dict[str, Any]) -> ScoredItem:
                       concepts=record.get("concepts") or [])
 
 
+VERDICT_KEYS = ("correct", "fraction", "n_sub", "n_right", "answered", "score_details")
+
+
+def rescore(record: dict[str, Any], task: Any, scorer: Any, old_scorer: str | None) -> dict[str, Any] | None:
+    """`record` scored again with `scorer` from its stored answer, or None when neither the
+    scorer's name nor the verdict changed. A resumed run re-scores every stored record, so a
+    changed scorer (or a changed rule under the same name) never mixes old and new verdicts."""
+    was = record.get("scorer") or old_scorer
+    try:
+        score = scorer.score(task, record.get("answer"))
+    except Exception as e:  # as when the run scored it: a scorer bug counts the task wrong
+        score = Score(False, 0.0, 1, 0, record.get("answer") is not None, {"error": f"scorer failed: {e!r}"})
+    new = {"correct": score.correct, "fraction": score.fraction, "n_sub": score.n_sub, "n_right": score.n_right,
+           "answered": score.answered, "score_details": score.details}
+    same = json.dumps({k: record.get(k) for k in VERDICT_KEYS}, sort_keys=True, default=str) == \
+        json.dumps(new, sort_keys=True, default=str)
+    if same and was == scorer.name:
+        return None
+    return {**record, **new, "scorer": scorer.name, "rescored": {"from": was, "verdict_changed": not same}}
+
+
 def safe_name(task_id: str) -> str:
     """A file name for a task id (ids may hold '/', spaces...)."""
     keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in task_id).strip(".")[:100]

@@ -50,6 +50,7 @@ from .results import (
     is_final,
     latest_by_id,
     read_records,
+    rescore,
     safe_name,
     scored_item,
 )
@@ -60,7 +61,8 @@ RunConfig = Union[AgentConfig, "SearchRunConfig"]
 AgentFn = Callable[..., Awaitable["Trajectory"]]  # (task, model, session, config: RunConfig, on_event=None)
 
 # run.json keys that must not change between the sessions of one run (else results mix).
-IDENTITY_KEYS = ("benchmark", "model", "scorer", "agent_config")
+# The scorer is not one: a rerun with another scorer re-scores the stored answers (`rescore`).
+IDENTITY_KEYS = ("benchmark", "model", "agent_config")
 
 
 class SettingsMismatch(RuntimeError):
@@ -94,6 +96,7 @@ class EvalSummary:
     n_resumed: int                 # already finished before this call
     n_run: int                     # finished by this call
     status_counts: dict[str, int] = field(default_factory=dict)
+    n_rescored: int = 0            # stored records whose scorer or verdict changed, re-scored now
 
     def to_dict(self) -> dict[str, Any]:
         return {"out_dir": str(self.out_dir), "n_tasks": self.n_tasks, "n_resumed": self.n_resumed,
@@ -161,6 +164,13 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         else:
             out.append(f"{key}: {a!r} -> {b!r}")
     return out
+
+
+def _old_setting(out_dir: Path, key: str) -> Any:
+    import json
+
+    path = out_dir / RUN_FILE
+    return json.loads(path.read_text()).get(key) if path.exists() else None
 
 
 def _prepare_run_file(out_dir: Path, settings: dict[str, Any], n_tasks: int, n_todo: int,
@@ -304,6 +314,7 @@ class _Run:
             "status": status,
             "status_detail": detail,
             "answer": answer,
+            "scorer": self.scorer.name,
             "correct": score.correct,
             "fraction": score.fraction,
             "n_sub": score.n_sub,
@@ -413,6 +424,15 @@ async def run_eval(
         done = {i: r for i, r in previous.items() if i in wanted and is_final(r, retry_statuses)}
         todo = [t for t in tasks if t.id not in done]
 
+        old_scorer = _old_setting(out_dir, "scorer")
+        rescored = [r for t in tasks if t.id in done and (r := rescore(done[t.id], t, scorer, old_scorer))]
+        if rescored:
+            with ResultsWriter(out_dir / RESULTS_FILE) as writer:
+                for r in rescored:
+                    writer.append(r)
+                    done[str(r["id"])] = r
+            print(f"re-scored {len(rescored)} stored result(s) with scorer {scorer.name} "
+                  f"({sum(r['rescored']['verdict_changed'] for r in rescored)} verdict(s) changed)", file=sys.stderr)
         run_settings = {
             **(settings or {}),
             "scorer": scorer.name,
@@ -454,4 +474,5 @@ async def run_eval(
         n_resumed=len(done),
         n_run=run.n_run,
         status_counts=dict(Counter(r.get("status", "") for r in final.values())),
+        n_rescored=len(rescored),
     )
