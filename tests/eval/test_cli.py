@@ -155,3 +155,41 @@ def test_score_reads_a_dabstep_submission(tmp_path: Path):
     assert out["scorer"] == "dabstep" and out["n_responses"] == 2 and "no id" not in r.stderr
     assert (out["n"], out["n_answered"]) == (3, 2) and out["abq"] == pytest.approx(1 / 3)
     assert out["by_level"]["easy"]["abq"] == 1.0 and out["by_level"]["hard"]["abq"] == 0.0
+
+
+async def test_no_data_control_withholds_files_and_the_report_marks_tasks_right_without_data(tmp_path: Path):
+    data = tmp_path / "d.csv"
+    data.write_text("x\n1\n")
+    tasks = make_tasks(4, files=[data])
+    seen: dict[str, list] = {}
+
+    def agent(answers):
+        inner = scripted_agent(answers)
+
+        async def fn(task, *a, **k):
+            seen.setdefault(answers.get("tag", ""), []).append(list(task.files))
+            return await inner(task, *a, **k)
+        return fn
+
+    kw = dict(scorer=get_scorer("dabench"), agent_config={}, session_factory=fake_factory([]), progress=False)
+    await run_eval(tasks, None, tmp_path / "full", agent_fn=agent({"0": "@v[0]", "1": "@v[1]", "2": "@v[2]"}),
+                   settings={"model": "m", "benchmark": "test:x"}, **kw)
+    # what `eval run --withhold-files` does: the same tasks without files, recorded in run.json
+    import dataclasses
+    bare = [dataclasses.replace(t, files=[]) for t in tasks]
+    await run_eval(bare, None, tmp_path / "nodata", agent_fn=agent({"tag": "x", "1": "@v[1]", "3": "@v[3]"}),
+                   settings={"model": "m", "benchmark": "test:x", "withhold_files": True}, **kw)
+    assert seen["x"] == [[]] * 4 and all(f == [data] for f in seen[""])
+    r = cli("report", str(tmp_path / "full"), str(tmp_path / "nodata"), "--out", str(tmp_path / "rep"))
+    assert r.returncode == 0, r.stderr
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Answered right without data (no-data control: nodata)" in md
+    assert "| right, also right without data | 1 |" in md and "| tasks right without data | 1 |" in md
+    # full got 0, 1, 2 right; the control 1 and 3: on tasks 0 and 2 full's ABQ is 2/2
+    assert "| ABQ on tasks no control got right | 100.0 (n=2) |" in md
+    assert "- (1): 1" in md
+
+
+def test_run_help_offers_withhold_files():
+    r = cli("run", "--help")
+    assert r.returncode == 0 and "--withhold-files" in r.stdout

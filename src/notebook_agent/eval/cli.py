@@ -228,7 +228,7 @@ def _search_setup(search: str, agent: AgentConfig, task_timeout: float, out: Pat
 async def _run(tasks: list[Task], issues: list[LoadIssue], bench: str, model_spec: str | None, out: Path,
                workers: int, task_timeout: float, run_config: RunConfig, scorer: Scorer,
                session_config: SessionConfig, progress: bool, check_settings: bool, agent_fn: AgentFn | None = None,
-               search: str = "none") -> EvalSummary:
+               search: str = "none", withhold_files: bool = False) -> EvalSummary:
     from ..agent.session import check_sandbox
     from ..models.resolve import load_model
     from .runner import run_eval
@@ -247,7 +247,7 @@ async def _run(tasks: list[Task], issues: list[LoadIssue], bench: str, model_spe
             progress=progress,
             settings={"benchmark": bench, "model": model_spec or getattr(model, "name", ""),
                       "model_name": getattr(model, "name", ""), "kernel_backend": session_config.backend,
-                      "sandbox": session_config.sandbox, "search": search},
+                      "sandbox": session_config.sandbox, "search": search, "withhold_files": withhold_files},
             load_issues=issues,
             check_settings=check_settings,
         )
@@ -303,6 +303,8 @@ def run(
     limit: Optional[int] = _opt(None, panel=TASKS, help="only the first K tasks"),
     ids: Optional[list[str]] = _opt(None, panel=TASKS, help="only these task ids (comma-separated or repeated)"),
     scorer: Optional[str] = _opt(None, panel=TASKS, help="scorer name (default: the benchmark's official one)"),
+    withhold_files: bool = _opt(False, "--withhold-files", panel=TASKS, help="no-data control: run the same tasks "
+                                "with their data files withheld (`eval report` marks tasks answered right without data)"),
     scaffold: Optional[str] = _opt(None, panel=AGENT, help="tools (tool calls, the default) or react "
                                    "(Thought / code / Formatted answer)"),
     max_turns: Optional[int] = _opt(None, panel=AGENT, help="model turns per task (default: the agent's)"),
@@ -346,6 +348,8 @@ def run(
     result = _load(bench, limit, ids)
     if not result.tasks:
         _exit("no task to run")
+    if withhold_files:  # the no-data control: same questions, no files in the kernel
+        result.tasks = [dataclasses.replace(t, files=[]) for t in result.tasks]
     sc = _scorer(bench, scorer)
     config, agent_fn = _search_setup(search, agent, task_timeout, out, sc, value_model, collect,
                                      temperature=search_temperature if search_temperature is not None else temperature,
@@ -359,7 +363,8 @@ def run(
 
     try:
         summary = run_interruptible(_run(result.tasks, result.errors, bench, model, out, workers, task_timeout, config,
-                                         sc, session_config, progress, not allow_changed_settings, agent_fn, search))
+                                         sc, session_config, progress, not allow_changed_settings, agent_fn, search,
+                                         withhold_files))
     except SessionStartError as e:
         _exit(start_error_message(e))
     except (SettingsMismatch, RunLocked, ModelError) as e:

@@ -34,6 +34,11 @@ class RunReport:
         """The scored items (tasks with a gold answer) of this run."""
         return [it for it in (scored_item(r) for r in self.records) if it.score.scored]
 
+    @property
+    def no_data(self) -> bool:
+        """A no-data control (`eval run --withhold-files`)."""
+        return bool(self.settings.get("withhold_files"))
+
     def correct_by_id(self) -> dict[str, bool]:
         return {it.id: it.score.correct for it in self.scored()}
 
@@ -130,7 +135,40 @@ def tables(runs: list[RunReport]) -> list[Table]:
     statuses = sorted({s for r in runs for s in r.status_counts})
     status = Table("Run statuses", ["status", *names],
                    [[s, *[str(r.status_counts.get(s, 0)) for r in runs]] for s in statuses])
-    return [t for t in (overall, paired_table(runs), by_level, by_concept, status) if t.rows]
+    return [t for t in (overall, paired_table(runs), no_data_table(runs), by_level, by_concept, status) if t.rows]
+
+
+def _guessable(runs: list[RunReport]) -> set[str]:
+    """Ids some no-data control got right."""
+    return {i for c in runs if c.no_data for i, ok in c.correct_by_id().items() if ok}
+
+
+def right_without_data(runs: list[RunReport]) -> dict[str, list[str]]:
+    """{run name: ids it got right that a no-data control (any run made with
+    --withhold-files) also got right}, for every run that is not a control."""
+    controls = [r for r in runs if r.no_data]
+    if not controls:
+        return {}
+    guessable = _guessable(runs)
+    return {r.name: sorted(i for i, ok in r.correct_by_id().items() if ok and i in guessable)
+            for r in runs if not r.no_data}
+
+
+def no_data_table(runs: list[RunReport]) -> Table:
+    """How much of each run's ABQ a no-data control also reaches, and ABQ without those tasks."""
+    marked = right_without_data(runs)
+    others = [r for r in runs if r.name in marked]
+    controls = ", ".join(r.name for r in runs if r.no_data)
+    rows: list[list[str]] = []
+    if others:
+        guessable = _guessable(runs)
+        kept = [{i: ok for i, ok in r.correct_by_id().items() if i not in guessable} for r in others]
+        rows = [
+            ["right, also right without data", *[str(len(marked[r.name])) for r in others]],
+            ["ABQ on tasks no control got right", *[f"{_pct(sum(k.values()) / len(k)) if k else '-'} (n={len(k)})" for k in kept]],
+            ["tasks right without data", *[_ids(marked[r.name]) for r in others]],
+        ]
+    return Table(f"Answered right without data (no-data control: {controls})", ["", *[r.name for r in others]], rows)
 
 
 def comparisons(runs: list[RunReport]) -> list[tuple[RunReport, RunReport, Paired]]:
@@ -192,6 +230,9 @@ def markdown(runs: list[RunReport], ts: list[Table], plot_name: str | None) -> s
         lines += [f"## Tasks only one of {a.name} and {b.name} got right", "",
                   f"- only {a.name} ({len(p.only_a)}): {', '.join(p.only_a) or '-'}",
                   f"- only {b.name} ({len(p.only_b)}): {', '.join(p.only_b) or '-'}", ""]
+    for name, ids in right_without_data(runs).items():
+        lines += [f"## Tasks {name} got right that the no-data control also got right", "",
+                  f"- ({len(ids)}): {', '.join(ids) or '-'}", ""]
     return "\n".join(lines)
 
 

@@ -62,7 +62,7 @@ AgentFn = Callable[..., Awaitable["Trajectory"]]  # (task, model, session, confi
 
 # run.json keys that must not change between the sessions of one run (else results mix).
 # The scorer is not one: a rerun with another scorer re-scores the stored answers (`rescore`).
-IDENTITY_KEYS = ("benchmark", "model", "agent_config")
+IDENTITY_KEYS = ("benchmark", "model", "agent_config", "withhold_files")
 
 
 class SettingsMismatch(RuntimeError):
