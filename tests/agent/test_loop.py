@@ -105,10 +105,20 @@ async def test_no_tool_call_nudges_then_stops(task, session):
     model = ScriptedModel(["I think the answer is @total_units[12]."] * 5)
     traj = await run_agent(task, model, session, AgentConfig(max_nudges=3))
     assert traj.status == "no_tool_call"
-    assert traj.answer == "I think the answer is @total_units[12]."  # best effort, not an "answered" run
-    assert not traj.answered
-    # an answer written before any code ran is named as a guess, not just "no tool call"
+    # an answer written before any code ran is a guess: named as one to the model, never scored
+    assert traj.answer is None and not traj.answered
     assert "no code has run yet" in model.calls[1][-1]["content"]
+
+
+async def test_an_answer_stated_after_code_ran_is_kept_as_the_best_effort(task, session):
+    model = ScriptedModel([call("execute_code", comment="Sum the units.", code="print(12)"),
+                           *["The total is 12 units, I think."] * 3])
+    traj = await run_agent(task, model, session, AgentConfig(max_nudges=3, recover_text_answers=False))
+    assert traj.status == "no_tool_call" and traj.answer is None  # no answer-like text: nothing to score
+    model = ScriptedModel([call("execute_code", comment="Sum the units.", code="print(12)"),
+                           *["So @total_units[12] it is."] * 3])
+    traj = await run_agent(task, model, session, AgentConfig(max_nudges=3, recover_text_answers=False))
+    assert traj.status == "no_tool_call" and traj.answer == "So @total_units[12] it is." and not traj.answered
 
 
 async def test_after_code_ran_the_nudge_asks_for_a_tool_call(task, session):

@@ -71,7 +71,8 @@ class AgentState:
     nudges: int = 0                   # replies without a tool call in a row
     format_reminded: bool = False     # the answer format was recalled once already
     successful_cells: int = 0
-    best_effort: str | None = None    # the latest answer-like text, kept for a run without an answer
+    best_effort: str | None = None    # the latest answer-like text written after code ran successfully,
+                                      # scored for a run without an answer (a guess never is)
     on_event: EventHandler | None = field(default=None, metadata=SHARED)
     stop: asyncio.Event | None = field(default=None, metadata=SHARED)
 

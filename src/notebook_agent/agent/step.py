@@ -195,8 +195,8 @@ async def handle_calls(state: AgentState, turn: int, completion: Completion, cal
             refusal = check_final(state, answer, with_code)
             if refusal:
                 state.counters.rejected_answers += 1
-                if answer:
-                    state.best_effort = answer
+                if answer and not with_code and state.successful_cells > 0:
+                    state.best_effort = answer  # an answer refused for its format; never a guess
                 content = refusal
                 state.emit("notice", turn, text=refusal)
             else:
@@ -224,8 +224,8 @@ async def step(state: AgentState, completion: Completion, turn: int | None = Non
     wrong. The outcome's status is set when the run ends with this step."""
     turn = state.traj.turns if turn is None else turn
     text = completion.content or completion.raw_text
-    if text and extract_answer_items(text):
-        state.best_effort = text.strip()
+    if text and extract_answer_items(text) and state.successful_cells > 0:
+        state.best_effort = text.strip()  # stated after code ran; one written before is a guess
     calls = list(completion.tool_calls)
     if completion.parse_error and not calls:
         state.counters.parse_errors += 1

@@ -241,6 +241,8 @@ class _WorkerChannel:
 class ForkingKernelSession(SandboxedSession):
     """A session on our forking IPython worker. Same options as `SandboxedSession`."""
 
+    backend = "forking"
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._family: _Family | None = None

@@ -98,6 +98,8 @@ class SandboxedSession(KernelSession):
     async def _alive(self) -> bool:
         """Whether the kernel is running. Called by execute and the watchdog."""
 
+    backend: str = ""  # the make_session name of the backend ("local", "forking")
+
     @property
     @abc.abstractmethod
     def pid(self) -> int | None:
@@ -128,7 +130,7 @@ class SandboxedSession(KernelSession):
 
     @property
     def isolation(self) -> dict[str, Any]:
-        return {**self.confinement.describe(), "backend": type(self).__name__}
+        return {**self.confinement.describe(), "backend": self.backend}
 
     @property
     def sandbox_uid(self) -> int | None:

@@ -120,6 +120,8 @@ class LocalKernelSession(SandboxedSession):
     is replaced by the path of the connection file as the kernel sees it).
     """
 
+    backend = "local"
+
     def __init__(self, *args: Any, kernel_argv: Sequence[str] = IPYKERNEL_ARGV, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.kernel_argv = list(kernel_argv)
