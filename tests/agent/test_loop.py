@@ -216,3 +216,11 @@ async def test_trajectory_round_trips_and_renders_a_valid_notebook(task, session
     assert any(o.output_type == "execute_result" and "text/html" in o.data for o in outputs)
     assert "[image" in traj.steps[0].result.text  # a placeholder in the model's view, not base64
     assert "iVBOR" not in traj.messages[3]["content"]
+
+
+async def test_a_nested_answer_stated_in_text_is_recovered_whole(task, session):
+    """`@pairs[[1,2],[3,4]]`: a lazy match would recover `@pairs[[1,2]`."""
+    model = ScriptedModel([call("execute_code", comment="Pairs.", code="print([[1, 2], [3, 4]])"),
+                           "The final answer is @pairs[[1,2],[3,4]]."])
+    traj = await run_agent(task, model, session, AgentConfig())
+    assert traj.status == "answered" and traj.answer == "@pairs[[1,2],[3,4]]"

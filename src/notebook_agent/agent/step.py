@@ -23,13 +23,13 @@ import time
 from ..kernel.base import ExecutionResult, KernelError, KernelSession
 from ..models.base import Completion, SamplingParams, ToolCall
 from ..models.completion import complete_with_codec
+from ..tasks.scoring.dabench import extract_answers_whole
 from . import prompts
 from .context import fit_context
 from .state import CONTINUE, AgentState, StepOutcome
 from .tools import EXECUTE_CODE, FINAL_ANSWER, TOOLS
 from .trajectory import Step
 
-ANSWER_ITEM = re.compile(r"@(\w+)\[(.*?)\]")
 CODE_FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL)
 FINAL_TEXT = re.compile(r"(?:final answer|formatted answer)(?: is)?\s*[:：]\s*(.+)", re.IGNORECASE | re.DOTALL)
 # The scaffold's text format: "tools" lets the model's own codec carry the calls, "react" is
@@ -38,7 +38,9 @@ SCAFFOLD_CODECS = {"tools": None, "react": "react"}
 
 
 def extract_answer_items(text: str) -> list[tuple[str, str]]:
-    return ANSWER_ITEM.findall(text or "")
+    """The `@name[value]` items of a text, each value read whole (`@a[[1,2],[3,4]]` keeps its
+    nested brackets: a lazy match would cut it, and a recovered answer would be corrupted)."""
+    return list(extract_answers_whole(text or "").items())
 
 
 # -- sampling ------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..tasks.scoring.dabench import extract_answers
+from ..tasks.scoring.dabench import extract_answers_whole
 
 AGGREGATIONS = ("majority", "value_weighted", "best_value")
 
@@ -30,7 +30,7 @@ def normalize_answer(answer: str) -> str:
     """The key answers are grouped by: their `@name[value]` items when they have some (so the
     same items repeated, reordered or wrapped in prose are one answer, as the scorer sees them),
     else the text; whitespace collapsed, case folded."""
-    items = extract_answers(answer)
+    items = extract_answers_whole(answer)
     if items:
         answer = " ".join(f"@{name}[{value.strip()}]" for name, value in sorted(items.items()))
     return re.sub(r"\s+", " ", answer.strip()).casefold()
