@@ -130,17 +130,13 @@ class Cgroup:
             Path(f).write_text(str(pid))
 
     def oom_killed(self) -> bool:
-        """Whether the kernel's memory cap made the OOM killer act in this cgroup."""
+        """Whether the memory cap made the OOM killer act in this cgroup."""
         for d in self.dirs:
+            stats = d / ("memory.events" if self.version == 2 else "memory.oom_control")
             try:
-                if self.version == 2:
-                    events = dict(line.split() for line in (d / "memory.events").read_text().splitlines())
-                    if int(events.get("oom_kill", 0)) > 0:
-                        return True
-                elif (d / "memory.failcnt").exists():
-                    ctl = d / "memory.oom_control"
-                    if ctl.exists() and "oom_kill 1" in ctl.read_text().replace("oom_kill 0", ""):
-                        return True
+                fields = dict(line.split() for line in stats.read_text().splitlines() if line.strip())
+                if int(fields.get("oom_kill", 0)) > 0:
+                    return True
             except (OSError, ValueError):
                 pass
         return False
