@@ -18,7 +18,7 @@ from typing import Any
 import psutil
 import pytest
 
-from notebook_agent.kernel import Limits, make_session
+from notebook_agent.kernel import Limits
 from notebook_agent.kernel.sandbox import bwrap_path
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -30,20 +30,12 @@ if bwrap_path() is None:
 
 
 @pytest.fixture
-async def hostile(backend: str):
-    """Started sandboxed sessions of the current backend, closed after the test."""
-    sessions: list[Any] = []
-
+def hostile(make):
+    """Started sessions of the current backend that must be isolated (conftest's `make`)."""
     async def _make(**kw: Any) -> Any:
-        kw.setdefault("limits", Limits(memory_mb=2048, interrupt_grace_s=1.0))
-        s = make_session(backend, sandbox="require", **kw)
-        sessions.append(s)
-        await s.start()
-        return s
+        return await make(sandbox="require", **kw)
 
-    yield _make
-    for s in sessions:
-        await s.close()
+    return _make
 
 
 async def run(s: Any, code: str, timeout: float = 60) -> Any:
