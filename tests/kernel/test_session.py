@@ -301,3 +301,7 @@ async def test_runs_without_bubblewrap(backend: str, monkeypatch: pytest.MonkeyP
         assert r.outputs[0]["data"]["text/plain"] == f"(None, {1024 * 2**20})"
         r = await s.execute("import time\ntime.sleep(30)", timeout=1)
         assert r.status == "timeout" and s.is_alive
+        # the seccomp filter holds without bubblewrap too: no new user namespace, no mount
+        r = await s.execute("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                            "print(libc.unshare(0x10000000), ctypes.get_errno(), libc.mount(b'x', b'/tmp', b'tmpfs', 0, None))")
+        assert r.text.split() == ["-1", "1", "-1"], r.text
