@@ -69,6 +69,7 @@ class SandboxedSession(KernelSession):
         self.run_dir: Path | None = None
         self.confinement = Confinement(sandbox)
         self._cgroup: Cgroup | None = None
+        self.identity_files: dict[Path, str] = {}  # the sandbox's passwd/group: host path -> inside
         self._started = False
         self._closed = False
         self._death_note = ""
@@ -113,7 +114,7 @@ class SandboxedSession(KernelSession):
         self.confinement = Confinement(self.sandbox, bwrap, uid)
         if uid is not None:
             assert self.run_dir is not None
-            write_identity(self.run_dir, uid, self.cwd)
+            self.identity_files = write_identity(self.run_dir, uid, self.cwd)
             own_tree(self.cwd, uid)
 
     def _new_cgroup(self) -> Cgroup | None:

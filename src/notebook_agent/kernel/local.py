@@ -159,8 +159,7 @@ class LocalKernelSession(SandboxedSession):
         if bwrap:
             paths = SandboxPaths(workdir=self.cwd, writable=[sock_dir],
                                  read_only={conn_file: f"{RUN_DIR}/connection.json"})
-            if uid is not None:
-                paths.read_only.update({self.run_dir / "passwd": "/etc/passwd", self.run_dir / "group": "/etc/group"})
+            paths.read_only.update(self.identity_files)
             scratch: str | Path = SCRATCH
             argv = [a.replace("{connection_file}", f"{RUN_DIR}/connection.json") for a in self.kernel_argv]
         else:
