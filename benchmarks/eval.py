@@ -53,8 +53,9 @@ class HarnessModel(ChatModel):
         return [call("final_answer", answer="@answer[0]")]
 
 
-def get_model(spec: str) -> ChatModel:
-    return HarnessModel() if spec == "scripted" else load_model(spec)
+def get_model(spec: str, parallel: int = 1) -> ChatModel:
+    """The model, decoding `parallel` sequences at once (one per eval worker)."""
+    return HarnessModel() if spec == "scripted" else load_model(spec, parallel=parallel)
 
 
 def pick(tasks: list[Task], per_level: int | None, limit: int | None) -> list[Task]:
@@ -99,7 +100,7 @@ def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
 
 
 async def accuracy(args: argparse.Namespace, tasks: list[Task]) -> dict[str, Any]:
-    model = get_model(args.model)
+    model = get_model(args.model, args.workers)
     try:
         summary, wall = await one_run(tasks, model, Path(args.out), args.workers, args)
     finally:
@@ -125,7 +126,7 @@ async def accuracy(args: argparse.Namespace, tasks: list[Task]) -> dict[str, Any
 
 
 async def scaling(args: argparse.Namespace, tasks: list[Task]) -> dict[str, Any]:
-    model = get_model(args.model)
+    model = get_model(args.model, max(args.workers_list))
     by: dict[str, Any] = {}
     try:
         # one untimed warm-up task: model weights and imports in memory for every measured run

@@ -123,9 +123,9 @@ def test_every_grammar_and_schema_shape_is_accepted_by_llama_cpp(model):
         for choice in ("required", "auto", "final_answer", "plot"):
             c = grammar_for(get_codec(codec), rich, choice)
             if c is not None:
-                model.grammar(c)  # llama.cpp's own parser; raises ModelError if it rejects it
+                model.check_grammar(c)  # llama.cpp's own parser; raises ModelError if it rejects it
     with pytest.raises(ModelError, match="rejected the tool-call grammar"):
-        model.grammar(Constraint("root ::= nope", "hermes", "required", ()))
+        model.check_grammar(Constraint("root ::= nope", "hermes", "required", ()))
 
 
 @slow
@@ -221,16 +221,14 @@ def test_react_constrained_code_may_print_observation(model):
 
 
 @slow
-def test_constrained_path_reuses_the_kv_cache(model, monkeypatch):
-    """Our grammar loop keeps llama.cpp's prefix reuse: the next turn evaluates only new tokens."""
+def test_constrained_path_reuses_the_kv_cache(model):
+    """Constrained decoding keeps the prefix reuse: the next turn evaluates only new tokens."""
     p = SamplingParams(temperature=0.0, max_tokens=200, codec="react")
     tools = capped(TOOLS)
     first = model.complete_sync(messages(PROMPTS[1]), tools, p)[0]
-    evaluated: list[int] = []
-    real_eval = model._llm.eval
-    monkeypatch.setattr(model._llm, "eval", lambda tokens: (evaluated.append(len(tokens)), real_eval(tokens))[1])
+    before = model.engine.stats.prompt_tokens
     turn2 = messages(PROMPTS[1]) + [{"role": "assistant", "content": first.raw_text},
                                     {"role": "user", "content": "Observation:\n42"}]
     second = model.complete_sync(turn2, tools, p)[0]
-    assert evaluated[0] < second.usage.prompt_tokens - first.usage.prompt_tokens + 20
+    assert model.engine.stats.prompt_tokens - before < second.usage.prompt_tokens - first.usage.prompt_tokens + 20
     assert_valid_call(second, tools)

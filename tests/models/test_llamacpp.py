@@ -91,18 +91,15 @@ async def test_react_codec_decodes_a_real_completion(model):
         assert c.tool_calls or c.parse_error is not None
 
 
-async def test_kv_cache_prefix_is_reused_between_turns(model, monkeypatch):
-    evaluated: list[int] = []
-    real_eval = model._llm.eval
-    monkeypatch.setattr(model._llm, "eval", lambda tokens: (evaluated.append(len(tokens)), real_eval(tokens))[1])
+async def test_kv_cache_prefix_is_reused_between_turns(model):
     params = SamplingParams(temperature=0.0, max_tokens=8)
     first = (await model.complete(MESSAGES, None, params))[0]
     prompt_len = first.usage.prompt_tokens
-    evaluated.clear()
+    before = model.engine.stats.prompt_tokens
     turn2 = MESSAGES + [{"role": "assistant", "content": first.raw_text}, {"role": "user", "content": "Thanks. Now 4 and 5?"}]
     second = (await model.complete(turn2, None, params))[0]
-    # The shared prefix was not evaluated again: the first eval covers only the new tokens.
-    assert evaluated[0] < second.usage.prompt_tokens - prompt_len + 20
+    # The shared prefix was not evaluated again: only the new tokens were.
+    assert model.engine.stats.prompt_tokens - before < second.usage.prompt_tokens - prompt_len + 20
     assert second.usage.prompt_tokens > prompt_len
 
 

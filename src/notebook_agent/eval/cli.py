@@ -233,7 +233,7 @@ async def _run(tasks: list[Task], issues: list[LoadIssue], bench: str, model_spe
     from ..models.resolve import load_model
     from .runner import run_eval
 
-    model = load_model(model_spec)
+    model = load_model(model_spec, parallel=workers)  # an in-process model decodes the workers' turns together
     try:
         await check_sandbox(session_config)  # no task may run less confined than asked
         return await run_eval(

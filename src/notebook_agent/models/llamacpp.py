@@ -1,21 +1,19 @@
 """llama.cpp in-process (llama-cpp-python): the embedded default for GGUF files on CPU.
 
-The prompt is the GGUF's own chat template rendered with the codec's messages; generation
-is a raw token loop over `Llama.generate`, so
+The prompt is the GGUF's own chat template rendered with the codec's messages; decoding runs
+in a `BatchEngine` (models/engine.py) that owns the llama.cpp context, so
 
 - the codec, not llama.cpp's chat handlers, decides the text;
-- `generate` keeps the KV cache of the longest common prefix with the previous call, so the
-  next turn of a conversation (and the 2nd..nth sample of a turn) only evaluates new tokens;
-- log-probabilities come from the logits of each sampled step, without `logits_all=True`
-  (which would keep n_ctx x n_vocab floats and slow prompt evaluation).
+- concurrent calls (eval workers, vote, MCTS children) are decoded together in one batch,
+  up to `n_seq` sequences: on a CPU several cost little more than one;
+- a call's n samples evaluate the prompt once, and a conversation's next turn reuses the KV
+  cache of its longest common prefix, so only new tokens are evaluated;
+- log-probabilities come from the logits of each sampled step.
 
 `n_threads` defaults to llama.cpp's choice (half the logical CPUs). Using every core is
 faster on an idle machine but collapses when anything else runs: llama.cpp's threads
 busy-wait for each other, and on a shared 2-core VM 2 threads fell from ~30 to 0.2 tokens/s
 while 1 thread kept ~30.
-
-One `Llama` object is not thread-safe: calls hold a lock and run in a worker thread so the
-event loop stays free.
 """
 
 from __future__ import annotations
@@ -39,6 +37,7 @@ from .base import (
 from .codecs import ToolCodec, get_codec
 from .completion import call_codec, constraint_for, decode_completion, stops_for
 from .constrain import Constraint
+from .engine import BatchEngine, Request
 
 
 class LlamaCppModel(ChatModel):
@@ -57,7 +56,12 @@ class LlamaCppModel(ChatModel):
         n_batch: int = 512,
         name: str | None = None,
         constrain: bool = True,
+        n_seq: int = 1,
+        speculate: int = 0,
     ):
+        """`n_ctx` is one conversation's window; the KV cache holds `n_ctx * n_seq` tokens so
+        that `n_seq` conversations decode together. `speculate` > 0 turns on prompt-lookup
+        speculation with drafts of that many tokens."""
         try:
             import llama_cpp
         except ImportError as e:  # optional extra
@@ -67,17 +71,24 @@ class LlamaCppModel(ChatModel):
             raise ModelError(f"GGUF file not found: {self.path}")
         self._llama_cpp = llama_cpp
         try:
+            # The Llama object loads the weights and tokenizes; its own context is unused
+            # (the engine has one), so it gets the smallest.
             self._llm = llama_cpp.Llama(
                 model_path=str(self.path),
-                n_ctx=n_ctx,
+                n_ctx=32,
+                n_batch=32,
                 n_threads=n_threads,  # None: llama.cpp's default, half the logical CPUs
-                n_batch=n_batch,
                 seed=seed,
                 verbose=False,
             )
         except Exception as e:
             raise ModelError(f"llama.cpp could not load {self.path}: {e}") from e
         self.name = name or self.path.stem
+        if n_seq < 1:
+            raise ModelError(f"n_seq must be >= 1, got {n_seq}")
+        self.engine = BatchEngine(self._llm._model, self._llm.detokenize, n_seq=n_seq, n_ctx=n_ctx * n_seq,
+                                  n_batch=n_batch, n_threads=self._llm.n_threads, top_k=top_k, min_p=min_p,
+                                  speculate=speculate, name=self.name)
         self.n_ctx = n_ctx
         self.seed = seed
         self.top_k = top_k
@@ -88,11 +99,10 @@ class LlamaCppModel(ChatModel):
         model = self._llm._model
         self._bos_text = model.token_get_text(self._llm.token_bos()) if self._llm.token_bos() >= 0 else ""
         self._eos_text = model.token_get_text(self._llm.token_eos()) if self._llm.token_eos() >= 0 else ""
-        self._n_vocab = self._llm.n_vocab()
-        self._lock = threading.Lock()
+        self._grammar_lock = threading.Lock()
         #: constrained tool calls by default (a call's `SamplingParams.constrain` overrides)
         self.constrain = constrain
-        self._grammars: dict[str, object] = {}  # grammar text -> LlamaGrammar (checked once)
+        self._grammars: set[str] = set()  # grammar texts llama.cpp's parser accepted
 
     @staticmethod
     def _pick_template(override: str | None, meta: dict[str, str]) -> str:
@@ -128,153 +138,56 @@ class LlamaCppModel(ChatModel):
     async def _complete(self, messages: list[Message], tools: list[ToolSpec] | None, params: SamplingParams) -> list[Completion]:
         codec = call_codec(self.codec, params, self.template)
         prompt = self.render_prompt(messages, tools, codec)
-        return await asyncio.to_thread(self.complete_prompt, prompt, tools, params)
+        req, finish = self._request(prompt, tools, params)
+        # cancelling the caller cancels the request: the engine drops it at its next step
+        return finish(await asyncio.wrap_future(self.engine.submit(req)))
 
-    def grammar(self, constraint: Constraint) -> object:
-        """The `LlamaGrammar` of a constraint; the text is checked by llama.cpp's own parser
-        once (a grammar it rejects would crash the sampler chain, not raise)."""
-        g = self._grammars.get(constraint.grammar)
-        if g is None:
-            lc = self._llama_cpp
-            probe = lc.llama_sampler_init_grammar(self._llm._model.vocab, constraint.grammar.encode("utf-8"), b"root")
-            if not probe:
-                raise ModelError(f"llama.cpp rejected the tool-call grammar for {constraint.codec}:\n{constraint.grammar}")
-            lc.llama_sampler_free(probe)
-            g = lc.LlamaGrammar.from_string(constraint.grammar, verbose=False)
-            self._grammars[constraint.grammar] = g
-        return g
+    def check_grammar(self, constraint: Constraint) -> str:
+        """The grammar text, checked by llama.cpp's own parser once (a grammar it rejects
+        would crash the sampler chain, not raise)."""
+        with self._grammar_lock:
+            if constraint.grammar not in self._grammars:
+                lc = self._llama_cpp
+                probe = lc.llama_sampler_init_grammar(self._llm._model.vocab, constraint.grammar.encode("utf-8"), b"root")
+                if not probe:
+                    raise ModelError(f"llama.cpp rejected the tool-call grammar for {constraint.codec}:\n{constraint.grammar}")
+                lc.llama_sampler_free(probe)
+                self._grammars.add(constraint.grammar)
+        return constraint.grammar
 
     def complete_prompt(self, prompt: str, tools: list[ToolSpec] | None, params: SamplingParams) -> list[Completion]:
-        """n completions of an already rendered prompt (blocking; holds the model lock)."""
+        """n completions of an already rendered prompt (blocking)."""
+        req, finish = self._request(prompt, tools, params)
+        return finish(self.engine.generate(req))
+
+    def _request(self, prompt: str, tools: list[ToolSpec] | None, params: SamplingParams):
+        """The engine request for a call, and the function that turns its samples into
+        completions."""
         if params.n < 1:
             raise ModelError(f"n must be >= 1, got {params.n}")
         codec = call_codec(self.codec, params, self.template)
         constraint = constraint_for(codec, tools, params, self.constrain)
-        grammar = self.grammar(constraint) if constraint else None
+        tokens = self.tokenize_prompt(prompt)
+        if len(tokens) >= self.n_ctx:
+            raise ModelError(f"prompt has {len(tokens)} tokens; the context window of {self.name} is {self.n_ctx} (raise n_ctx)")
+        req = Request(
+            tokens=tokens, n=params.n, max_tokens=min(params.max_tokens, self.n_ctx - len(tokens)),
+            temperature=params.temperature, top_p=params.top_p,
+            seed=params.seed if params.seed is not None else random.randrange(2**31),
+            stops=stops_for(params, codec, constraint is not None), logprobs=params.logprobs,
+            grammar=self.check_grammar(constraint) if constraint else None,
+        )
         mode = "gbnf" if constraint else "none"
-        stops = stops_for(params, codec, constraint is not None)
-        base_seed = params.seed if params.seed is not None else random.randrange(2**31)
-        with self._lock:
-            tokens = self.tokenize_prompt(prompt)
-            if len(tokens) >= self.n_ctx:
-                raise ModelError(f"prompt has {len(tokens)} tokens; the context window of {self.name} is {self.n_ctx} (raise n_ctx)")
-            out = []
-            for i in range(params.n):
-                text, n_out, finish, logprobs = self._sample(tokens, params, stops, base_seed + i, grammar)
-                out.append(decode_completion(text, codec, tools, finish, Usage(len(tokens), n_out),
-                                             logprobs if params.logprobs else None, constraint, mode, params.max_tokens))
-        return out
 
-    def _sample(self, tokens: list[int], params: SamplingParams, stops: list[str], seed: int,
-                grammar: object | None = None) -> tuple[str, int, str, list[float]]:
-        import numpy as np
+        def finish(samples) -> list[Completion]:
+            return [decode_completion(s.text, codec, tools, s.finish, Usage(len(tokens), s.n_tokens),
+                                      s.logprobs if params.logprobs else None, constraint, mode, params.max_tokens)
+                    for s in samples]
 
-        lc, llm = self._llama_cpp, self._llm
-        vocab = llm._model.vocab
-        max_new = min(params.max_tokens, self.n_ctx - len(tokens))
-        llm.set_seed(seed)
-        data = b""
-        text = ""
-        cut = False
-        n_out = 0
-        logprobs: list[float] = []
-        finish = "length"
-        longest_stop = max((len(s) for s in stops), default=0)
-        if grammar is None:
-            stream = llm.generate(tokens, temp=params.temperature, top_p=params.top_p, top_k=self.top_k,
-                                  min_p=self.min_p, repeat_penalty=1.0)
-        else:
-            stream = self._generate_constrained(tokens, params, grammar)
-        for tok in stream:
-            if lc.llama_token_is_eog(vocab, tok):
-                finish = "stop"
-                break
-            n_out += 1
-            if params.logprobs:
-                logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(llm.ctx, -1), shape=(self._n_vocab,))
-                top = float(logits.max())
-                logprobs.append(float(logits[tok]) - top - float(np.log(np.exp(logits - top).sum())))
-            data += llm.detokenize([tok])
-            if stops:
-                before = len(text)
-                text = data.decode("utf-8", errors="ignore")
-                window = max(0, before - longest_stop)
-                hits = [i for i in (text.find(s, window) for s in stops) if i >= 0]
-                if hits:
-                    text = text[: min(hits)]
-                    finish, cut = "stop", True
-                    break
-            if n_out >= max_new:
-                break
-        else:
-            finish = "stop"  # the generator ended by itself
-        if not cut:
-            text = data.decode("utf-8", errors="ignore")
-        return text, n_out, finish, logprobs
-
-    def _generate_constrained(self, tokens: list[int], params: SamplingParams, grammar: object):
-        """Tokens under a grammar, sampled the way llama.cpp's own `common_sampler` does it:
-        sample from the unconstrained chain, ask the grammar about that one token, and only
-        when it is rejected mask the whole vocabulary with the grammar and sample again.
-        llama-cpp-python's `generate(grammar=...)` puts the grammar first in the chain, which
-        checks every token of the vocabulary at every step (measured: 31% slower with
-        SmolLM2's 49k tokens). The result is the same distribution: a token the grammar
-        allows is drawn with p(t) on the first try or with p(t)/A after a rejection
-        (A = the allowed mass), p(t) + (1 - A) p(t) / A = p(t) / A, exactly the masked one.
-        """
-        import ctypes
-
-        import numpy as np
-
-        lc, llm = self._llama_cpp, self._llm
-        vocab = llm._model.vocab
-        chain = llm._init_sampler(top_k=self.top_k, top_p=params.top_p, min_p=self.min_p,
-                                  temp=params.temperature, repeat_penalty=1.0)
-        g = grammar  # LlamaGrammar
-        gs = lc.llama_sampler_init_grammar(vocab, g._grammar.encode("utf-8"), g._root.encode("utf-8"))
-        if not gs:
-            raise ModelError("llama.cpp rejected the tool-call grammar")
-        if getattr(self, "_full", None) is None:
-            self._full = (lc.llama_token_data * self._n_vocab)()
-            self._full_np = np.frombuffer(self._full, dtype=np.dtype(
-                [("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True))
-        one = (lc.llama_token_data * 1)()
-        try:
-            # reuse the KV cache of the longest common prefix (at least one token is evaluated
-            # so that the logits are the prompt's)
-            prefix = 0
-            for a, b in zip(llm.input_ids[: llm.n_tokens], tokens):
-                if a != b:
-                    break
-                prefix += 1
-            llm.n_tokens = min(prefix, len(tokens) - 1)
-            llm.eval(tokens[llm.n_tokens:])
-            while True:
-                tok = chain.sample(llm._ctx, -1)
-                one[0].id, one[0].logit, one[0].p = tok, 1.0, 0.0
-                arr = lc.llama_token_data_array(data=one, size=1, selected=-1, sorted=False)
-                lc.llama_sampler_apply(gs, ctypes.byref(arr))
-                if not np.isfinite(one[0].logit):  # rejected: mask the vocabulary, sample again
-                    logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(llm.ctx, -1), shape=(self._n_vocab,))
-                    full = self._full_np
-                    full["id"] = np.arange(self._n_vocab, dtype=np.int32)
-                    full["logit"] = logits
-                    full["p"] = 0.0
-                    arr = lc.llama_token_data_array(data=self._full, size=self._n_vocab, selected=-1, sorted=False)
-                    lc.llama_sampler_apply(gs, ctypes.byref(arr))
-                    lc.llama_sampler_apply(chain.sampler, ctypes.byref(arr))
-                    tok = int(self._full[arr.selected].id)
-                lc.llama_sampler_accept(gs, tok)
-                yield tok
-                if lc.llama_token_is_eog(vocab, tok):
-                    return
-                llm.eval([tok])
-        finally:
-            lc.llama_sampler_free(gs)
+        return req, finish
 
     async def aclose(self) -> None:
-        with self._lock:
-            close = getattr(self._llm, "close", None)
-            if close is not None:
-                close()
-
+        await asyncio.to_thread(self.engine.close)
+        close = getattr(self._llm, "close", None)
+        if close is not None:
+            close()

@@ -40,7 +40,13 @@ def _split(spec: str) -> tuple[str, str | None]:
 
 def load_model(spec: str | None = None, **opts: Any) -> ChatModel:
     """A ChatModel for `spec` (see the module docstring). Options go to the backend
-    (codec=, n_ctx=, n_threads=, seed=, timeout=, concurrency=, backend=, cache_dir=, ...)."""
+    (codec=, n_ctx=, n_threads=, seed=, timeout=, concurrency=, backend=, cache_dir=, ...).
+
+    `parallel=N`, understood by every backend, is how many calls its callers will make at
+    once (eval workers, a server's slots): llama.cpp decodes that many sequences in one batch
+    (`n_seq`), an OpenAI-compatible client allows that many requests in flight."""
+    if opts.get("parallel") is not None and int(opts["parallel"]) < 1:
+        raise ModelError(f"parallel must be >= 1, got {opts['parallel']}")
     spec = (spec or default_model_name()).strip()
     if not spec:
         raise ModelError("empty model spec; " + _accepted())
@@ -52,12 +58,12 @@ def load_model(spec: str | None = None, **opts: Any) -> ChatModel:
 
         url, model = _split(spec)
         model = opts.pop("model", None) or model
-        return OpenAICompatModel(base_url=url, model=model, **_only(opts, _OPENAI_OPTS))
+        return OpenAICompatModel(base_url=url, model=model, **_only(_parallel(opts, "concurrency"), _OPENAI_OPTS))
     if spec.startswith("openai:"):
         from .openai_compat import OpenAICompatModel
 
         return OpenAICompatModel(base_url=opts.pop("base_url", "https://api.openai.com/v1"), model=spec[len("openai:"):],
-                                 **_only(opts, _OPENAI_OPTS))
+                                 **_only(_parallel(opts, "concurrency"), _OPENAI_OPTS))
     path = Path(spec).expanduser()
     if path.exists():
         return _from_path(path, opts)
@@ -70,14 +76,22 @@ def _accepted() -> str:
     return ACCEPTED.format(names=", ".join(registry.known_models()))
 
 
-_LLAMA_OPTS = {"n_ctx", "n_threads", "codec", "chat_template", "seed", "top_k", "min_p", "n_batch", "name", "constrain"}
+_LLAMA_OPTS = {"n_ctx", "n_threads", "codec", "chat_template", "seed", "top_k", "min_p", "n_batch", "name", "constrain",
+               "n_seq", "speculate"}
 _HF_OPTS = {"codec", "device", "dtype", "gguf_file", "name", "chat_template", "constrain"}
 _OPENAI_OPTS = {"api_key", "api_key_env", "codec", "timeout", "max_retries", "concurrency", "context_window", "name", "backoff",
                 "constrain", "guided"}
 
 
+def _parallel(opts: dict[str, Any], key: str) -> dict[str, Any]:
+    """`parallel=N` as this backend's own option `key` (unless that is given)."""
+    if opts.get("parallel") is None:
+        return opts
+    return {key: int(opts["parallel"]), **opts}
+
+
 def _only(opts: dict[str, Any], allowed: set[str]) -> dict[str, Any]:
-    unknown = set(opts) - allowed - {"backend", "cache_dir", "progress", "pip_args", "model", "base_url"}
+    unknown = set(opts) - allowed - {"backend", "cache_dir", "progress", "pip_args", "model", "base_url", "parallel"}
     if unknown:
         raise ModelError(f"unknown model option(s) {', '.join(sorted(unknown))}; this backend takes {', '.join(sorted(allowed))}")
     return {k: v for k, v in opts.items() if k in allowed}
@@ -121,7 +135,7 @@ def _from_path(path: Path, opts: dict[str, Any]) -> ChatModel:
             raise ModelError(f"{path} is not a .gguf file; " + _accepted())
         from .llamacpp import LlamaCppModel
 
-        return LlamaCppModel(path, **_only(opts, _LLAMA_OPTS))
+        return LlamaCppModel(path, **_only(_parallel(opts, "n_seq"), _LLAMA_OPTS))
     if backend == "transformers":
         from .transformers_backend import TransformersModel
 
