@@ -20,7 +20,14 @@ import pytest
 from typer.testing import CliRunner
 
 from notebook_agent.models import cli as models_cli
-from notebook_agent.models.base import ChatModel, Completion, ModelError, SamplingParams, ToolCall, Usage
+from notebook_agent.models.base import (
+    ChatModel,
+    Completion,
+    ModelError,
+    SamplingParams,
+    ToolCall,
+    Usage,
+)
 from notebook_agent.models.resolve import load_model
 from notebook_agent.models.serve import make_app
 
