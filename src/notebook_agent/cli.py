@@ -25,11 +25,12 @@ _GROUPS = [
     ("notebook_agent.train.cli", "app", "train"),
     ("notebook_agent.data.cli", "app", "data"),
 ]
-# (module, attribute): modules exposing `register(app)` for top-level commands (run, search, ui...).
+# (module, attribute): modules exposing `register(app)` for top-level commands (run, search, ui, serve...).
 _COMMANDS = [
     "notebook_agent.agent.cli",
     "notebook_agent.search.cli",
     "notebook_agent.ui.cli",
+    "notebook_agent.models.cli",
 ]
 
 
