@@ -95,7 +95,7 @@ def stop(proc: subprocess.Popen, log) -> None:
 
 @pytest.fixture(scope="module")
 def server(smollm2_path, tmp_path_factory):
-    """SmolLM2 with a 512-token context; --parallel is given although llama.cpp may not batch yet."""
+    """SmolLM2 with a 512-token context, decoding two requests at once."""
     proc, url, log_path, log = start(tmp_path_factory.mktemp("serve"), smollm2_path, "--n-ctx", "512", "--parallel", "2")
     assert f"on {url} (OpenAI-compatible)" in log_path.read_text()
     try:
@@ -290,28 +290,6 @@ def test_missing_server_extra_says_what_to_install():
              "from notebook_agent.cli import main\nmain()\n")
     r = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, timeout=120, env=env())
     assert r.returncode == 2 and "notebook-agent[server]" in r.stderr and "Traceback" not in r.stderr
-
-
-def test_parallel_passes_n_seq_where_the_backend_takes_it(monkeypatch):
-    seen = []
-
-    def batching(spec, **opts):
-        seen.append(opts)
-        return "model"
-
-    def plain(spec, **opts):
-        seen.append(opts)
-        if "n_seq" in opts:
-            raise ModelError("unknown model option(s) n_seq; this backend takes n_ctx, n_threads")
-        return "model"
-
-    monkeypatch.setattr(models_cli, "load_model", batching)
-    assert models_cli.load_for_serving("m", 4, n_ctx=512) == "model" and seen == [{"n_seq": 4, "n_ctx": 512}]
-    seen.clear()
-    monkeypatch.setattr(models_cli, "load_model", plain)
-    assert models_cli.load_for_serving("m", 4, n_ctx=512) == "model" and seen == [{"n_seq": 4, "n_ctx": 512}, {"n_ctx": 512}]
-    seen.clear()
-    assert models_cli.load_for_serving("m", None) == "model" and seen == [{}]
 
 
 # --- in process: bookkeeping a real model cannot show deterministically --------------------

@@ -61,20 +61,6 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def load_for_serving(spec: str, parallel: int | None, **opts: Any) -> ChatModel:
-    """`load_model(spec)`, decoding `parallel` requests at once (`n_seq=`) where the backend
-    batches; a backend that takes no `n_seq` is loaded without it, and says so."""
-    if parallel is not None:
-        try:
-            return load_model(spec, n_seq=parallel, **opts)
-        except (TypeError, ModelError) as e:
-            if "n_seq" not in str(e):
-                raise
-        typer.echo(f"warning: this backend does not batch requests (no n_seq); --parallel {parallel} is ignored "
-                   "and requests take turns", err=True)
-    return load_model(spec, **opts)
-
-
 def serve(
     model: str = typer.Argument(..., help="Any --model spec: registry name, .gguf file, model directory, "
                                 "http://host:port/v1#MODEL, hf:org/name."),
@@ -84,8 +70,9 @@ def serve(
     n_ctx: Optional[int] = typer.Option(None, "--n-ctx", help="Context window in tokens (llama.cpp). Default: "
                                         "the backend's."),
     threads: Optional[int] = typer.Option(None, help="CPU threads (llama.cpp). Default: half the logical CPUs."),
-    parallel: Optional[int] = typer.Option(None, help="Requests the model decodes at once, where its backend "
-                                           "batches them (n_seq); otherwise one at a time."),
+    parallel: int = typer.Option(4, help="Requests decoded at once: llama.cpp batches that many sequences "
+                                 "(on a CPU several cost little more than one); a remote backend keeps that "
+                                 "many in flight."),
     no_constrain: bool = typer.Option(False, "--no-constrain", help="Leave replies under tool_choice 'auto' "
                                       "unconstrained ('required' or a named function is always constrained)."),
     api_key: Optional[str] = typer.Option(None, envvar=API_KEY_ENV, help="Every /v1 request must carry "
@@ -108,7 +95,7 @@ def serve(
         _fail(f"serving needs the `server` extra ({e.name} is missing): pip install 'notebook-agent[server]'")
     opts = {k: v for k, v in (("n_ctx", n_ctx), ("n_threads", threads)) if v is not None}
     try:
-        chat_model = load_for_serving(model, parallel, **opts)
+        chat_model = load_model(model, parallel=parallel, **opts)
     except ModelError as e:
         _fail(str(e))
     served = name or chat_model.name
