@@ -389,6 +389,8 @@ def main() -> None:
     p.add_argument("--allow-changed-settings", action="store_true")
     args = p.parse_args()
     if args.child:
+        here = Path(__file__).resolve().parent  # benchmarks/ holds models.py, data.py...: not importable there
+        sys.path = [p for p in sys.path if p and Path(p).resolve() != here]
         run_child(json.loads(Path(args.child).read_text()))
         return
     if not args.out:
@@ -455,6 +457,8 @@ def main() -> None:
                     print(f"[{i}/{len(todo)}] {task.id} ({task.level}): {rec['status']}, {verdict} "
                           f"({rec['n_right']}/{rec['n_sub']}), {rec['wall_s']:.0f} s, {rec['total_tokens']} tokens, "
                           f"{rec['turns']} model calls, answer {str(rec['answer'])[:80]!r}", flush=True)
+                    if server is not None and server.poll() is not None:
+                        sys.exit(f"llama_cpp.server exited (see {out / 'server.log'}); rerun to continue")
         except KeyboardInterrupt:
             print("\ninterrupted: finished tasks are saved; rerun the same command to continue.", file=sys.stderr)
             raise
