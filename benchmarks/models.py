@@ -5,9 +5,8 @@
 
 Figures are the best of the repeated runs (this machine is shared; medians are noise).
 Backends: llama.cpp in-process (ours), llama-cpp-python called directly (the reference for
-the overhead ratio: same Llama object, same prompt tokens, same greedy settings, KV cache
-reset before every run so both evaluate the whole prompt, both called from a worker
-thread), constrained vs unconstrained tool calls (llama.cpp in-process, Hermes codec, the
+the overhead ratio: same GGUF, same prompt tokens, same greedy settings, KV cache reset
+before every run so both evaluate the whole prompt, both called from a worker thread), constrained vs unconstrained tool calls (llama.cpp in-process, Hermes codec, the
 two agent tools; the prompt is cached so only generation is timed), the OpenAI-compatible backend
 against `python -m llama_cpp.server`, and transformers on CPU (SmolLM2 only; n=1 and n=4 in
 one batch). The last line is one JSON object.
@@ -43,12 +42,14 @@ MESSAGES = [
 def ours_vs_direct(model: LlamaCppModel, max_tokens: int, repeats: int) -> dict[str, float]:
     """Alternating runs; the best run of each (on a shared, busy machine the minimum is the
     least noisy estimate of the intrinsic cost). Both generate the same greedy tokens."""
-    llm = model._llm
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(model.path), n_ctx=model.n_ctx, n_threads=model._llm.n_threads, verbose=False)
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
     ours_t, direct_t, ours_n, direct_n = [], [], [], []
     prompt_tokens = model.tokenize_prompt(model.render_prompt(MESSAGES))
     for _ in range(repeats):
-        llm.reset()
+        model.engine.clear()
         t0 = time.perf_counter()
         c = model.complete_sync(MESSAGES, None, params)[0]  # renders the template + tokenizes, too
         ours_t.append(time.perf_counter() - t0)
@@ -62,6 +63,7 @@ def ours_vs_direct(model: LlamaCppModel, max_tokens: int, repeats: int) -> dict[
             min_p=0.05, repeat_penalty=1.0))
         direct_t.append(time.perf_counter() - t0)
         direct_n.append(r["usage"]["completion_tokens"])
+    llm.close()
     ours_tps = max(n / t for n, t in zip(ours_n, ours_t))
     direct_tps = max(n / t for n, t in zip(direct_n, direct_t))
     return {"ours_tps": ours_tps, "direct_tps": direct_tps, "ratio": direct_tps / ours_tps,
@@ -191,7 +193,7 @@ def main() -> None:
         res.update({"unconstrained_tps": cf["free_tps"], "constrained_tps": cf["constrained_tps"],
                     "constrained_overhead": cf["constrained_overhead"],
                     "unconstrained_tokens": cf["free_tokens"], "constrained_tokens": cf["constrained_tokens"]})
-        model._llm.close()
+        asyncio.run(model.aclose())
         if args.only_constrained:
             results[name] = res
             continue

@@ -4,14 +4,16 @@
     #   (= smolagents[openai], tried with smolagents 1.26.0, and llama-cpp-python[server])
     taskset -c 1 python benchmarks/peer_smolagents.py --model qwen2.5-coder-1.5b \
         --bench dabench:../shared/benchmarks/dabench-dev --max-steps 6 --max-tokens-per-turn 512 \
-        --task-timeout 300 --out runs/dev60-smolagents            # resumable: rerun to continue
+        --task-timeout 600 --workers 4 --out runs/dev60-smolagents   # resumable: rerun to continue
     notebook-agent eval report runs/dev60-tools-c runs/dev60-smolagents   # ABQ + CI, paired McNemar
 
 Each task runs smolagents' `CodeAgent` (its own system prompt and code format, local Python
 executor, no tools but its `final_answer`) with `OpenAIServerModel` against an OpenAI-compatible
-server on loopback: by default this script starts `python -m llama_cpp.server` on the
-registry's GGUF (`--n-ctx 8192`, `--n-threads 1` for generation and prompt batches alike) and
-stops it at the end; `--server URL` (an OpenAI base URL, `.../v1`) uses a running one instead.
+server on loopback: by default this script starts `notebook-agent serve` on the registry's GGUF
+(`--n-ctx 8192`, `--n-threads 1`, `--parallel` = `--workers`: the batching engine our own eval
+runs use, so `--workers 4` here matches `eval.py accuracy --workers 4`) and stops it at the
+end; `--server-kind llama_cpp` starts `python -m llama_cpp.server` instead (one request at a
+time), and `--server URL` (an OpenAI base URL, `.../v1`) uses a running one.
 
 Same setting as our `benchmarks/eval.py accuracy` runs, as far as the two designs allow:
 - the same tasks in the same order (`--limit`, `--per-level`: the same `pick`);
@@ -45,6 +47,7 @@ mean_task_s, minutes, status_counts.
 from __future__ import annotations
 
 import argparse
+from concurrent.futures import ThreadPoolExecutor, as_completed
 import json
 import os
 import platform
@@ -295,13 +298,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(gguf: Path, n_ctx: int, n_threads: int, log: Path) -> tuple[subprocess.Popen, str, list[str]]:
-    """`python -m llama_cpp.server` on loopback; returns once it answers /v1/models."""
+def start_server(gguf: Path, n_ctx: int, n_threads: int, log: Path, kind: str = "ours", parallel: int = 1,
+                 name: str = "model") -> tuple[subprocess.Popen, str, list[str]]:
+    """On loopback, returning once it answers /v1/models: `notebook-agent serve` (kind "ours":
+    the same batching engine our own eval runs use, `parallel` sequences at once) or
+    `python -m llama_cpp.server` (one request at a time)."""
     import httpx
 
     port = free_port()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-           "--n_ctx", str(n_ctx), "--n_threads", str(n_threads), "--n_threads_batch", str(n_threads)]
+    if kind == "ours":
+        cmd = [sys.executable, "-m", "notebook_agent.cli", "serve", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+               "--n-ctx", str(n_ctx), "--threads", str(n_threads), "--parallel", str(parallel), "--name", name]
+    else:
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+               "--n_ctx", str(n_ctx), "--n_threads", str(n_threads), "--n_threads_batch", str(n_threads)]
     with open(log, "ab") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/v1"
@@ -314,7 +324,7 @@ def start_server(gguf: Path, n_ctx: int, n_threads: int, log: Path) -> tuple[sub
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             stop_server(proc)
-            raise RuntimeError(f"llama_cpp.server did not start (see {log})")
+            raise RuntimeError(f"the model server did not start (see {log})")
         time.sleep(0.5)
 
 
@@ -386,6 +396,9 @@ def main() -> None:
     p.add_argument("--server", default=None, help="an OpenAI-compatible base URL to use instead of starting one")
     p.add_argument("--n-ctx", type=int, default=8192)
     p.add_argument("--n-threads", type=int, default=1, help="llama.cpp threads of the server this script starts")
+    p.add_argument("--workers", type=int, default=1, help="tasks run at once (the server decodes them together)")
+    p.add_argument("--server-kind", choices=["ours", "llama_cpp"], default="ours",
+                   help="the server this script starts: `notebook-agent serve` (batching, as our runs) or llama_cpp.server")
     p.add_argument("--allow-changed-settings", action="store_true")
     args = p.parse_args()
     if args.child:
@@ -427,8 +440,9 @@ def main() -> None:
             "smolagents_version": version("smolagents"),
             "server": {"url": args.server, "started": args.server is None, "gguf": str(gguf) if gguf else None,
                        "n_ctx": None if args.server else args.n_ctx,
-                       "n_threads": None if args.server else args.n_threads},
-            "workers": 1, "task_timeout_s": args.task_timeout, "git_commit": git_commit(),
+                       "n_threads": None if args.server else args.n_threads,
+                       "kind": None if args.server else args.server_kind},
+            "workers": args.workers, "task_timeout_s": args.task_timeout, "git_commit": git_commit(),
             "python": platform.python_version(), "platform": platform.platform(),
         }
         try:
@@ -442,23 +456,28 @@ def main() -> None:
             if args.server:
                 url = base_url(args.server)
             else:
-                server, url, cmd = start_server(gguf, args.n_ctx, args.n_threads, out / "server.log")
+                server, url, cmd = start_server(gguf, args.n_ctx, args.n_threads, out / "server.log", args.server_kind,
+                                                args.workers, args.model)
                 print(f"server: {' '.join(cmd)}", flush=True)
             spec = {"base_url": url, "model_id": args.model, "max_steps": args.max_steps,
                     "max_tokens": args.max_tokens_per_turn, "imports": authorized_imports(),
                     "request_timeout": args.task_timeout + 60}
         try:
-            with ResultsWriter(out / RESULTS_FILE) as writer:
-                for i, task in enumerate(todo, 1):
-                    rec = run_task(task, first_message(task, preview=not args.no_preview), spec, scorer,
-                                   args.task_timeout)
+            with ResultsWriter(out / RESULTS_FILE) as writer, ThreadPoolExecutor(max(1, args.workers)) as pool:
+                futures = [pool.submit(run_task, task, first_message(task, preview=not args.no_preview), spec, scorer,
+                                       args.task_timeout) for task in todo]
+                for i, fut in enumerate(as_completed(futures), 1):
+                    rec = fut.result()
+                    task = next(t for t in todo if t.id == rec["id"])
                     writer.append(rec)
                     verdict = "unscored" if not rec["n_sub"] else ("right" if rec["correct"] else "wrong")
                     print(f"[{i}/{len(todo)}] {task.id} ({task.level}): {rec['status']}, {verdict} "
                           f"({rec['n_right']}/{rec['n_sub']}), {rec['wall_s']:.0f} s, {rec['total_tokens']} tokens, "
                           f"{rec['turns']} model calls, answer {str(rec['answer'])[:80]!r}", flush=True)
                     if server is not None and server.poll() is not None:
-                        sys.exit(f"llama_cpp.server exited (see {out / 'server.log'}); rerun to continue")
+                        for f in futures:
+                            f.cancel()
+                        sys.exit(f"the model server exited (see {out / 'server.log'}); rerun to continue")
         except KeyboardInterrupt:
             print("\ninterrupted: finished tasks are saved; rerun the same command to continue.", file=sys.stderr)
             raise

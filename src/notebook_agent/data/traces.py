@@ -90,7 +90,9 @@ class TraceStep(PipelineStep):
         if self._model is None:
             from ..models.resolve import load_model
 
-            self._model = load_model(self.config.model, **(self.config.model_options or {}))
+            # the traces in flight decode together in an in-process model
+            self._model = load_model(self.config.model, **{"parallel": max(1, self.config.concurrency),
+                                                           **(self.config.model_options or {})})
         return self._model
 
     def interpreter_model(self) -> ChatModel:

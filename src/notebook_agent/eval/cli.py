@@ -233,7 +233,9 @@ async def _run(tasks: list[Task], issues: list[LoadIssue], bench: str, model_spe
     from ..models.resolve import load_model
     from .runner import run_eval
 
-    model = load_model(model_spec, parallel=workers)  # an in-process model decodes the workers' turns together
+    # an in-process model decodes the workers' turns (and each search's k branches) together
+    k = getattr(getattr(run_config, "search", None), "k", 1)
+    model = load_model(model_spec, parallel=workers * k)
     try:
         await check_sandbox(session_config)  # no task may run less confined than asked
         return await run_eval(

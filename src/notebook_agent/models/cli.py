@@ -4,7 +4,7 @@ and serving any model over an OpenAI-compatible API (also mounted as `notebook-a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import registry
-from .base import ChatModel, ModelError
+from .base import ModelError
 from .resolve import load_model
 
 app = typer.Typer(help="Small models that install from the Python package registry.", no_args_is_help=True)

@@ -7,11 +7,8 @@ in its own thread; callers `submit` requests from any thread and wait on a futur
 
 - Requests join and leave between steps. Each step puts one token of every decoding
   sequence and a chunk of any prompt that is being evaluated into one batch.
-- Every sequence has its own sampler chain (seed, temperature, top-p), stop strings,
-  log-probabilities and grammar. A grammar is applied as llama.cpp's `common_sampler` does:
-  sample from the unconstrained chain, ask the grammar about that one token, and only when it
-  is rejected mask the vocabulary and sample again (the same distribution at a fraction of
-  the cost; docs/models.md).
+- Every sequence has its own sampler (models/sampling.py: seed, temperature, top-p, grammar),
+  stop strings and log-probabilities.
 - The n samples of one request evaluate the prompt once: the others copy its KV cells.
 - A slot keeps what it evaluated after its request ends; a new request takes the free slot
   whose cache shares the longest prefix with its prompt, so a conversation's next turn only
@@ -28,7 +25,6 @@ in its own thread; callers `submit` requests from any thread and wait on a futur
 
 from __future__ import annotations
 
-import ctypes
 import threading
 import time
 from collections import deque
@@ -37,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .base import ModelError
+from .sampling import Sampler, Vocab, lookup
 
 
 @dataclass
@@ -99,9 +96,8 @@ class _Slot:
 class _Seq:
     """One sample being generated in a slot."""
 
-    def __init__(self, req: Request, index: int, slot: _Slot, chain: Any, grammar: Any):
-        self.req, self.index, self.slot = req, index, slot
-        self.chain, self.grammar = chain, grammar
+    def __init__(self, req: Request, index: int, slot: _Slot, sampler: Sampler):
+        self.req, self.index, self.slot, self.sampler = req, index, slot, sampler
         self.feed: list[int] = []  # tokens to evaluate at the next step
         self.draft: list[int] = []  # speculative part of `feed`
         self.history: list[int] = []  # prompt + generated, for prompt lookup
@@ -123,17 +119,16 @@ class BatchEngine:
 
     def __init__(self, model: Any, detokenize: Any, *, n_seq: int = 1, n_ctx: int = 8192, n_batch: int = 512,
                  n_threads: int | None = None, top_k: int = 40, min_p: float = 0.05, speculate: int = 0,
-                 unified: bool = False, name: str = "model"):
+                 unified: bool = False, flash_attn: bool = False, name: str = "model"):
         import llama_cpp as lc
-        import numpy as np
 
-        self._lc, self._np = lc, np
+        self._lc = lc
         self.name = name
         self.n_seq, self.n_ctx, self.n_batch = n_seq, n_ctx, n_batch
         self.top_k, self.min_p, self.speculate = top_k, min_p, speculate
         self._model = model
         self._vocab = model.vocab
-        self._n_vocab = lc.llama_vocab_n_tokens(self._vocab)
+        self._v = Vocab(model.vocab)
         self._detok = detokenize
         p = lc.llama_context_default_params()
         p.n_ctx = n_ctx
@@ -146,7 +141,7 @@ class BatchEngine:
         p.no_perf = True
         # llama.cpp's default (auto) turns flash attention on, which on a CPU changes the
         # numbers (log-probabilities by ~0.1) but not the speed here; off, as llama-cpp-python has it
-        p.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        p.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
         if n_threads is not None:
             p.n_threads = p.n_threads_batch = n_threads
         self._ctx = lc.llama_init_from_model(model.model, p)
@@ -158,10 +153,6 @@ class BatchEngine:
         self.seq_ctx = self.n_ctx if unified else self.n_ctx // n_seq
         self._mem = lc.llama_get_memory(self._ctx)
         self._batch = lc.llama_batch_init(n_batch, 0, 1)
-        self._full = (lc.llama_token_data * self._n_vocab)()
-        self._full_np = np.frombuffer(self._full, dtype=np.dtype(
-            [("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True))
-        self._one = (lc.llama_token_data * 1)()
         self.slots = [_Slot(i) for i in range(n_seq)]
         self.stats = Stats()
         self._queue: deque[Request] = deque()
@@ -195,6 +186,14 @@ class BatchEngine:
     def generate(self, req: Request) -> list[Sample]:
         """Submit and wait (blocking)."""
         return self.submit(req).result()
+
+    def clear(self) -> None:
+        """Forget every idle slot's cached prefix (benchmarks: make the next prompt evaluate in full)."""
+        with self._cv:
+            for slot in self.slots:
+                if slot.seq is None:
+                    self._lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+                    slot.cached = []
 
     def close(self) -> None:
         with self._cv:
@@ -287,8 +286,9 @@ class BatchEngine:
     def _start(self, req: Request, slot: _Slot) -> None:
         lc = self._lc
         index = req.n - req._pending
-        grammar = self._grammar(req)
-        seq = _Seq(req, index, slot, self._chain(req, req.seed + index), grammar)
+        sampler = Sampler(self._v, temperature=req.temperature, top_p=req.top_p, top_k=self.top_k, min_p=self.min_p,
+                          seed=req.seed + index, grammar=req.grammar)
+        seq = _Seq(req, index, slot, sampler)
         L = len(req.tokens)
         keep = min(self._common(slot.cached, req.tokens), L - 1)  # evaluate >= 1 token for logits
         source = None if keep == L - 1 or index == 0 else self._holder(req.tokens, slot)
@@ -316,27 +316,6 @@ class BatchEngine:
         req._running += 1
         self._active.append(seq)
 
-    def _chain(self, req: Request, seed: int) -> Any:
-        lc = self._lc
-        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
-        if req.temperature <= 0:
-            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
-        else:
-            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_k(self.top_k))
-            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(req.top_p, 1))
-            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_min_p(self.min_p, 1))
-            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(req.temperature))
-            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed & 0xFFFFFFFF))
-        return chain
-
-    def _grammar(self, req: Request) -> Any:
-        if req.grammar is None:
-            return None
-        g = self._lc.llama_sampler_init_grammar(self._vocab, req.grammar.encode("utf-8"), b"root")
-        if not g:
-            raise ModelError("llama.cpp rejected the grammar")
-        return g
-
     def _step(self) -> None:
         """One `llama_decode` over a token of every decoding sequence and prompt chunks."""
         lc = self._lc
@@ -349,7 +328,7 @@ class BatchEngine:
             if room <= 0:
                 break
             if len(s.feed) == 1 and self.speculate and s.out:
-                s.draft = self._lookup(s)[: max(0, min(room - 1, s.req.max_tokens - len(s.out) - 1))]
+                s.draft = lookup(s.history, self.speculate)[: max(0, min(room - 1, s.req.max_tokens - len(s.out) - 1))]
                 s.feed = s.feed + s.draft
             take = s.feed[:room]
             whole = len(take) == len(s.feed)
@@ -406,7 +385,9 @@ class BatchEngine:
         draft, s.draft = s.draft, []
         first = start + count - 1 - len(draft)  # logits after the last non-draft token
         for k in range(len(draft) + 1):
-            tok = self._sample(s, first + k)
+            tok = s.sampler.sample(self._ctx, first + k)
+            if s.req.logprobs:
+                s.logprobs.append(s.sampler.logprob(self._ctx, first + k, tok))
             if self._emit(s, tok) or k == len(draft) or tok != draft[k]:
                 break
             self.stats.accepted += 1
@@ -420,33 +401,6 @@ class BatchEngine:
             self._retire(s)
         else:
             s.feed = [s.out[-1]]
-
-    def _sample(self, s: _Seq, idx: int) -> int:
-        lc = self._lc
-        tok = lc.llama_sampler_sample(s.chain, self._ctx, idx)
-        if s.grammar is not None:
-            one = self._one
-            one[0].id, one[0].logit, one[0].p = tok, 1.0, 0.0
-            arr = lc.llama_token_data_array(data=one, size=1, selected=-1, sorted=False)
-            lc.llama_sampler_apply(s.grammar, ctypes.byref(arr))
-            if not self._np.isfinite(one[0].logit):  # rejected: mask the vocabulary, sample again
-                full = self._full_np
-                full["id"] = self._np.arange(self._n_vocab, dtype=self._np.int32)
-                full["logit"] = self._logits(idx)
-                full["p"] = 0.0
-                arr = lc.llama_token_data_array(data=self._full, size=self._n_vocab, selected=-1, sorted=False)
-                lc.llama_sampler_apply(s.grammar, ctypes.byref(arr))
-                lc.llama_sampler_apply(s.chain, ctypes.byref(arr))
-                tok = int(self._full[arr.selected].id)
-            lc.llama_sampler_accept(s.grammar, tok)
-        if s.req.logprobs:
-            logits = self._logits(idx)
-            top = float(logits.max())
-            s.logprobs.append(float(logits[tok]) - top - float(self._np.log(self._np.exp(logits - top).sum())))
-        return tok
-
-    def _logits(self, idx: int) -> Any:
-        return self._np.ctypeslib.as_array(self._lc.llama_get_logits_ith(self._ctx, idx), shape=(self._n_vocab,))
 
     def _emit(self, s: _Seq, tok: int) -> bool:
         """Append a sampled token; True when the sequence is finished."""
@@ -474,26 +428,10 @@ class BatchEngine:
             return True
         return False
 
-    def _lookup(self, s: _Seq, ngram: int = 3) -> list[int]:
-        """Prompt lookup: the tokens that followed the latest earlier occurrence of the last
-        `ngram` tokens (falling back to shorter n-grams)."""
-        h = s.history
-        for n in range(ngram, 0, -1):
-            if len(h) <= n:
-                continue
-            tail = h[-n:]
-            for i in range(len(h) - n - 1, -1, -1):
-                if h[i:i + n] == tail:
-                    return h[i + n:i + n + self.speculate]
-        return []
-
     # --- endings ---------------------------------------------------------------------------
 
     def _release(self, s: _Seq) -> None:
-        lc = self._lc
-        lc.llama_sampler_free(s.chain)
-        if s.grammar is not None:
-            lc.llama_sampler_free(s.grammar)
+        s.sampler.free()
         s.slot.seq = None
         s.slot.used = time.monotonic()
         self._active.remove(s)

@@ -58,10 +58,12 @@ class LlamaCppModel(ChatModel):
         constrain: bool = True,
         n_seq: int = 1,
         speculate: int = 0,
+        flash_attn: bool = False,
     ):
         """`n_ctx` is one conversation's window; the KV cache holds `n_ctx * n_seq` tokens so
         that `n_seq` conversations decode together. `speculate` > 0 turns on prompt-lookup
-        speculation with drafts of that many tokens."""
+        speculation with drafts of that many tokens; `flash_attn` evaluates prompts faster
+        (benchmarks/batching.py) with slightly different numbers than llama-cpp-python's default."""
         try:
             import llama_cpp
         except ImportError as e:  # optional extra
@@ -88,7 +90,7 @@ class LlamaCppModel(ChatModel):
             raise ModelError(f"n_seq must be >= 1, got {n_seq}")
         self.engine = BatchEngine(self._llm._model, self._llm.detokenize, n_seq=n_seq, n_ctx=n_ctx * n_seq,
                                   n_batch=n_batch, n_threads=self._llm.n_threads, top_k=top_k, min_p=min_p,
-                                  speculate=speculate, name=self.name)
+                                  speculate=speculate, flash_attn=flash_attn, name=self.name)
         self.n_ctx = n_ctx
         self.seed = seed
         self.top_k = top_k

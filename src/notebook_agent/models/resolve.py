@@ -77,7 +77,7 @@ def _accepted() -> str:
 
 
 _LLAMA_OPTS = {"n_ctx", "n_threads", "codec", "chat_template", "seed", "top_k", "min_p", "n_batch", "name", "constrain",
-               "n_seq", "speculate"}
+               "n_seq", "speculate", "flash_attn"}
 _HF_OPTS = {"codec", "device", "dtype", "gguf_file", "name", "chat_template", "constrain"}
 _OPENAI_OPTS = {"api_key", "api_key_env", "codec", "timeout", "max_retries", "concurrency", "context_window", "name", "backoff",
                 "constrain", "guided"}

@@ -101,7 +101,7 @@ async def _run(task, model_spec, out, method, config: SearchConfig, session_conf
     from .vote import run_vote
 
     try:
-        model = load_model(model_spec or default_model_name())
+        model = load_model(model_spec or default_model_name(), parallel=config.k)  # k branches decode together
     except ModelError as e:
         fail(console, str(e))
     try:
