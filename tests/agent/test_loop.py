@@ -165,6 +165,28 @@ async def test_format_reminder_once(task, session):
     assert "format" in traj.messages[5]["content"]
 
 
+async def test_an_answer_copying_the_formats_placeholder_is_refused(session):
+    task = Task(id="t2", question="Mean units?", files=[EXAMPLES / "sales.csv"],
+                format='@mean_units[mean_value] where "mean_value" is a number.')
+    model = ScriptedModel([call("execute_code", comment="c", code="x = 5"),
+                           call("final_answer", answer="@mean_units[mean_value]"),
+                           call("execute_code", comment="c", code="print(x)"),
+                           call("final_answer", answer="@mean_units[5]")])
+    traj = await run_agent(task, model, session, AgentConfig())
+    assert traj.status == "answered" and traj.answer == "@mean_units[5]" and traj.turns == 4
+    assert "placeholder" in traj.messages[5]["content"] and traj.counters["rejected_answers"] == 1
+
+
+def test_placeholders_copied_reads_names_not_values():
+    from notebook_agent.agent.step import placeholders_copied
+
+    fmt = "@mean_fare[mean_fare_value] @normal[True] @n[value]"
+    assert placeholders_copied("@mean_fare[mean_fare_value]", fmt) == ["mean_fare_value"]
+    assert placeholders_copied("@n[value] @normal[True]", fmt) == ["value"]  # True is an allowed value
+    assert placeholders_copied("@mean_fare[34.65] @normal[True]", fmt) == []
+    assert placeholders_copied("@other[mean_fare_value]", fmt) == []
+
+
 async def test_old_observations_are_shortened_for_the_model_only(task, session):
     long_cell = call("execute_code", comment="c", code="print('x' * 3000)")
     model = ScriptedModel([long_cell, long_cell, long_cell, long_cell, call("final_answer", answer="@total_units[1]")])

@@ -35,7 +35,7 @@ class Counters:
     nudges: int = 0                  # replies with no tool call
     recovered_code_blocks: int = 0   # python blocks written as text, run as execute_code
     recovered_text_answers: int = 0  # answers written as text, taken as final
-    rejected_answers: int = 0        # final answers refused (no code ran, next to code, format)
+    rejected_answers: int = 0        # final answers refused (no code ran, next to code, format, placeholder)
     kernel_restarts: int = 0
     cell_errors: int = 0
 

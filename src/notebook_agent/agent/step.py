@@ -170,7 +170,27 @@ def check_final(state: AgentState, answer: str, with_code: bool) -> str | None:
             and not extract_answer_items(answer)):
         state.format_reminded = True
         return f"Rejected: the answer must follow this format: {state.task.format}"
+    if state.config.check_format and (copied := placeholders_copied(answer, state.task.format)):
+        return (f"Rejected: {', '.join(copied)} is the format's placeholder, not a value. "
+                "Print the value with code, then answer with the number or text it printed.")
     return None
+
+
+def placeholders_copied(answer: str, fmt: str | None) -> list[str]:
+    """Answer values that are the format's own placeholders (`@mean[mean_value]` answered as
+    the format writes it): never a computed value. Only placeholders that read as names count
+    (`mean_value`, `value`), so a format that shows an allowed value (`@normal[True]`) never does."""
+    shown = dict(extract_answer_items(fmt or ""))
+    copied = []
+    for name, value in extract_answer_items(answer):
+        v = value.strip()
+        if v and v == shown.get(name, "").strip() and re.fullmatch(r"[A-Za-z_]\w*", v) \
+                and ("_" in v or v.lower() in _GENERIC_PLACEHOLDERS):
+            copied.append(v)
+    return copied
+
+
+_GENERIC_PLACEHOLDERS = {"value", "answer", "number", "result", "x", "n"}
 
 
 async def handle_calls(state: AgentState, turn: int, completion: Completion, calls: list[ToolCall]) -> bool:
