@@ -32,10 +32,16 @@ class Vocab:
         self.full_np = np.frombuffer(self.full, dtype=np.dtype(
             [("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True))
         self.one = (lc.llama_token_data * 1)()
+        self.head = (lc.llama_token_data * HEAD)()
+        self.head_np = np.frombuffer(self.head, dtype=self.full_np.dtype)
 
     def logits(self, ctx: Any, idx: int) -> Any:
         """The logits of batch position `idx` (a view, valid until the next decode)."""
         return self.np.ctypeslib.as_array(self.lc.llama_get_logits_ith(ctx, idx), shape=(self.n,))
+
+
+#: tokens of highest logit tried first when the grammar rejects a sampled token
+HEAD = 256
 
 
 class Sampler:
@@ -43,6 +49,7 @@ class Sampler:
                  grammar: str | None = None):
         lc = v.lc
         self.v = v
+        self.greedy, self.top_k, self.top_p, self.min_p = temperature <= 0, top_k, top_p, min_p
         self.grammar = None
         if grammar is not None:
             self.grammar = lc.llama_sampler_init_grammar(v.vocab, grammar.encode("utf-8"), b"root")
@@ -67,16 +74,46 @@ class Sampler:
         one[0].id, one[0].logit, one[0].p = tok, 1.0, 0.0
         arr = lc.llama_token_data_array(data=one, size=1, selected=-1, sorted=False)
         lc.llama_sampler_apply(self.grammar, ctypes.byref(arr))
-        if not v.np.isfinite(one[0].logit):  # rejected: mask the vocabulary, sample again
-            v.full_np["id"] = v.np.arange(v.n, dtype=v.np.int32)
-            v.full_np["logit"] = v.logits(ctx, idx)
-            v.full_np["p"] = 0.0
-            arr = lc.llama_token_data_array(data=v.full, size=v.n, selected=-1, sorted=False)
-            lc.llama_sampler_apply(self.grammar, ctypes.byref(arr))
-            lc.llama_sampler_apply(self.chain, ctypes.byref(arr))
-            tok = int(v.full[arr.selected].id)
+        if not v.np.isfinite(one[0].logit):  # rejected: mask, sample again
+            logits = v.logits(ctx, idx)
+            tok = self._from_head(logits)
+            if tok is None:
+                v.full_np["id"] = v.np.arange(v.n, dtype=v.np.int32)
+                v.full_np["logit"] = logits
+                v.full_np["p"] = 0.0
+                arr = lc.llama_token_data_array(data=v.full, size=v.n, selected=-1, sorted=False)
+                lc.llama_sampler_apply(self.grammar, ctypes.byref(arr))
+                lc.llama_sampler_apply(self.chain, ctypes.byref(arr))
+                tok = int(v.full[arr.selected].id)
         lc.llama_sampler_accept(self.grammar, tok)
         return tok
+
+    def _from_head(self, logits: Any) -> int | None:
+        """The masked sample from the HEAD tokens of highest logit, when they decide it: the
+        chain keeps only the `top_k` highest allowed tokens and, by `min_p`, only those within
+        log(min_p) of the best allowed one, so when the head holds enough allowed tokens, or
+        the rest of the vocabulary lies below that bound, the tokens outside it cannot be drawn
+        (with `top_p` < 1 their mass could shift the cut: then None, and the caller masks the
+        whole vocabulary). Checking 256 tokens instead of 150k is what makes a rejection cheap."""
+        v, lc, np = self.v, self.v.lc, self.v.np
+        ids = np.argpartition(-logits, HEAD)[:HEAD]
+        head = v.head_np
+        head["id"] = ids
+        head["logit"] = logits[ids]
+        head["p"] = 0.0
+        floor = float(head["logit"].min())
+        arr = lc.llama_token_data_array(data=v.head, size=HEAD, selected=-1, sorted=False)
+        lc.llama_sampler_apply(self.grammar, ctypes.byref(arr))
+        allowed = np.isfinite(head["logit"])
+        n = int(allowed.sum())
+        if n == 0:
+            return None
+        best = float(head["logit"][allowed].max())
+        decided = self.greedy or n >= self.top_k or (self.top_p >= 1.0 and floor < best + np.log(self.min_p))
+        if not decided:
+            return None
+        lc.llama_sampler_apply(self.chain, ctypes.byref(arr))  # disallowed ones are -inf: never drawn
+        return int(v.head[arr.selected].id)
 
     def logprob(self, ctx: Any, idx: int, tok: int) -> float:
         np = self.v.np
