@@ -165,45 +165,61 @@ async def main() -> None:
     ap.add_argument("--n-threads", type=int, default=1)
     ap.add_argument("--drafts", default="0,4,8")
     ap.add_argument("--quick", action="store_true", help="levels 1,4; one repeat")
+    ap.add_argument("--parts", default="concurrency,samples,speculation,flash",
+                    help="which measurements, comma-separated")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     levels = [1, 4] if args.quick else [int(x) for x in args.levels.split(",")]
     repeats = 1 if args.quick else args.repeats
     path = str(registry.pull(args.model))
     load = os.getloadavg()[0]
     model = LlamaCppModel(path, n_ctx=2048, n_threads=args.n_threads, n_seq=max(levels + [3]), codec="hermes")
+    conc: dict = {}
+    nvs: dict = {}
+    spec: dict = {}
+    fa: dict = {}
     try:
         await model.complete(user("hi"), None, SamplingParams(max_tokens=2))  # warm up
-        conc = await concurrency(model, levels, args.max_tokens)
-        nvs = await samples_vs_calls(model, args.max_tokens, repeats)
+        if "concurrency" in parts:
+            conc = await concurrency(model, levels, args.max_tokens)
+        if "samples" in parts:
+            nvs = await samples_vs_calls(model, args.max_tokens, repeats)
     finally:
         await model.aclose()
-    spec = await speculation(path, args.n_threads, [int(x) for x in args.drafts.split(",")], 4 * args.max_tokens)
-    fa = await flash_attention(path, args.n_threads, 600)
+    if "speculation" in parts:
+        spec = await speculation(path, args.n_threads, [int(x) for x in args.drafts.split(",")], 4 * args.max_tokens)
+    if "flash" in parts:
+        fa = await flash_attention(path, args.n_threads, 600)
+    summary: dict = {"model": args.model, "n_threads": args.n_threads, "load_avg_at_start": round(load, 2)}
+    if conc:
+        report_concurrency(args, load, levels, conc, summary)
+    if nvs:
+        table("n=3 samples of one agent step vs 3 calls (best of repeats)", ["setting", "s", "tokens"],
+              [["n=3 in one request", f"{nvs['n3_s']:.1f}", str(nvs["n3_tokens"])],
+               ["3 calls, one after another", f"{nvs['three_calls_s']:.1f}", str(nvs["three_calls_tokens"])],
+               ["ratio", f"{nvs['ratio']:.2f}", ""]])
+        summary["n3_vs_three_calls"] = round(nvs["ratio"], 3)
+    if spec:
+        table("prompt-lookup speculation on an agent turn (greedy)",
+              ["draft", "tokens/s", "tokens", "steps", "accepted/drafted", "same text"],
+              [[str(d), f"{r['tokens_per_s']:.2f}", str(r["tokens"]), str(r["steps"]), f"{r['accepted']}/{r['drafted']}",
+                str(r["same_text"])] for d, r in spec.items()])
+        summary["speculation_tokens_per_s"] = {d: round(r["tokens_per_s"], 2) for d, r in spec.items()}
+        summary["speculation_same_text"] = all(r["same_text"] for r in spec.values())
+    if fa:
+        table("prompt evaluation, 600-word prompt", ["flash attention", "prompt tokens/s"], [[k, f"{v:.1f}"] for k, v in fa.items()])
+        summary["flash_attn_prompt_speedup"] = round(fa["on"] / fa["off"], 2)
+    print(json.dumps(summary))
 
+
+def report_concurrency(args: argparse.Namespace, load: float, levels: list[int], conc: dict, summary: dict) -> None:
     base = conc[levels[0]]["tokens_per_s"]
     table(f"{args.model}: concurrent requests ({args.max_tokens} tokens each, {args.n_threads} thread(s), load {load:.1f})",
           ["sequences", "wall s", "tokens", "tokens/s", "vs 1"],
           [[str(n), f"{r['wall_s']:.1f}", str(r["tokens"]), f"{r['tokens_per_s']:.2f}", f"{r['tokens_per_s'] / base:.2f}x"]
            for n, r in conc.items()])
-    table("n=3 samples of one agent step vs 3 calls (best of repeats)", ["setting", "s", "tokens"],
-          [["n=3 in one request", f"{nvs['n3_s']:.1f}", str(nvs["n3_tokens"])],
-           ["3 calls, one after another", f"{nvs['three_calls_s']:.1f}", str(nvs["three_calls_tokens"])],
-           ["ratio", f"{nvs['ratio']:.2f}", ""]])
-    table("prompt-lookup speculation on an agent turn (greedy)", ["draft", "tokens/s", "tokens", "steps", "accepted/drafted",
-                                                                   "same text"],
-          [[str(d), f"{r['tokens_per_s']:.2f}", str(r["tokens"]), str(r["steps"]), f"{r['accepted']}/{r['drafted']}",
-            str(r["same_text"])] for d, r in spec.items()])
-    table("prompt evaluation, 600-word prompt", ["flash attention", "prompt tokens/s"],
-          [[k, f"{v:.1f}"] for k, v in fa.items()])
-    print(json.dumps({
-        "model": args.model, "n_threads": args.n_threads, "load_avg_at_start": round(load, 2),
-        "tokens_per_s_by_sequences": {n: round(r["tokens_per_s"], 2) for n, r in conc.items()},
-        "speedup_max_sequences": round(conc[levels[-1]]["tokens_per_s"] / base, 2),
-        "n3_vs_three_calls": round(nvs["ratio"], 3),
-        "speculation_tokens_per_s": {d: round(r["tokens_per_s"], 2) for d, r in spec.items()},
-        "speculation_same_text": all(r["same_text"] for r in spec.values()),
-        "flash_attn_prompt_speedup": round(fa["on"] / fa["off"], 2),
-    }))
+    summary["tokens_per_s_by_sequences"] = {n: round(r["tokens_per_s"], 2) for n, r in conc.items()}
+    summary["speedup_max_sequences"] = round(conc[levels[-1]]["tokens_per_s"] / base, 2)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import subprocess
 import sys
@@ -110,10 +111,13 @@ def test_load_model_forms(smollm2_path, tmp_path):
 
     m = load_model(SMOL, cache_dir=smollm2_path.parent, n_ctx=1024)
     assert isinstance(m, LlamaCppModel) and m.codec.name == "react" and m.name == SMOL and m.context_window == 1024
-    m2 = load_model(str(smollm2_path), codec="hermes", n_ctx=1024)
+    m2 = load_model(str(smollm2_path), codec="hermes", n_ctx=1024, parallel=3)
     assert isinstance(m2, LlamaCppModel) and m2.codec.name == "hermes"
-    m._llm.close()
-    m2._llm.close()
+    assert m2.engine.n_seq == 3 and m2.engine.seq_ctx == 1024  # parallel= is llama.cpp's n_seq
+    asyncio.run(m.aclose())
+    asyncio.run(m2.aclose())
+    with pytest.raises(ModelError, match="parallel"):
+        load_model(SMOL, cache_dir=smollm2_path.parent, parallel=0)
 
 
 def test_load_model_urls_and_errors(tmp_path, monkeypatch):

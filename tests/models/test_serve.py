@@ -104,6 +104,25 @@ def server(smollm2_path, tmp_path_factory):
         stop(proc, log)
 
 
+def test_a_client_that_goes_away_cancels_its_request(smollm2_path, tmp_path):
+    """With one slot, a long request whose client timed out would hold it for its whole
+    length; cancelled, it frees the slot for the next request at once."""
+    proc, url, log_path, log = start(tmp_path, smollm2_path, "--n-ctx", "1024", "--parallel", "1")
+    try:
+        with pytest.raises(httpx.TimeoutException):
+            chat(url, timeout=3, messages=ASK, max_tokens=900, temperature=1.0, seed=1)
+        t0 = time.monotonic()
+        r = chat(url, messages=ASK, max_tokens=4)
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] > 0
+        deadline = time.monotonic() + 30
+        while "its request was cancelled" not in log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "client disconnected: its request was cancelled" in log_path.read_text()
+        assert time.monotonic() - t0 < 60
+    finally:
+        stop(proc, log)
+
+
 @pytest.fixture(scope="module")
 def keyed_server(smollm2_path, tmp_path_factory):
     proc, url, _, log = start(tmp_path_factory.mktemp("serve-key"), smollm2_path, "--n-ctx", "512", "--api-key", KEY)

@@ -119,13 +119,21 @@ class BatchEngine:
 
     def __init__(self, model: Any, detokenize: Any, *, n_seq: int = 1, n_ctx: int = 8192, n_batch: int = 512,
                  n_threads: int | None = None, top_k: int = 40, min_p: float = 0.05, speculate: int = 0,
-                 unified: bool = False, flash_attn: bool = False, name: str = "model"):
+                 unified: bool = False, flash_attn: bool = False, prefill_chunk: int = 0, prefill_every: int = 64,
+                 name: str = "model"):
         import llama_cpp as lc
 
         self._lc = lc
         self.name = name
         self.n_seq, self.n_ctx, self.n_batch = n_seq, n_ctx, n_batch
         self.top_k, self.min_p, self.speculate = top_k, min_p, speculate
+        #: Prompt tokens per step while other sequences are decoding. On a CPU a step costs
+        #: about what its prompt chunk costs, and each decoding sequence gets one token per
+        #: step, so a prompt evaluated beside them slows every one of them to its pace; by
+        #: default (0) decoding goes first and prompts are evaluated when no sequence decodes,
+        #: or in full `n_batch` chunks once one has waited `prefill_every` steps.
+        self.prefill_chunk, self.prefill_every = prefill_chunk, prefill_every
+        self._prompt_waited = 0
         self._model = model
         self._vocab = model.vocab
         self._v = Vocab(model.vocab)
@@ -323,8 +331,17 @@ class BatchEngine:
         b.n_tokens = 0
         placed: list[tuple[_Seq, int, int]] = []  # (seq, first batch index, count)
         room = self.n_batch
+        decoding = sum(1 for s in self._active if len(s.feed) == 1)
+        waiting = any(len(s.feed) > 1 for s in self._active)
+        if not decoding or self._prompt_waited >= self.prefill_every:
+            prompt_room, self._prompt_waited = self.n_batch, 0
+        else:
+            prompt_room = min(self.n_batch, decoding + self.prefill_chunk)
+            self._prompt_waited += waiting
         # decoding sequences first (one token each, plus a draft), then prompt chunks
         for s in sorted(self._active, key=lambda s: len(s.feed) > 1):
+            if len(s.feed) > 1:
+                room = min(room, prompt_room - b.n_tokens)
             if room <= 0:
                 break
             if len(s.feed) == 1 and self.speculate and s.out:

@@ -25,6 +25,8 @@ which are honoured; with a text codec it is sent no such field (`owned_by` is
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -285,9 +287,10 @@ def sse_events(reply: dict[str, Any], include_usage: bool) -> str:
 
 
 def make_app(model: ChatModel, name: str, *, api_key: str | None = None, constrain: bool = True,
-             max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
+             max_body_bytes: int = MAX_BODY_BYTES, disconnect_poll_s: float = 0.5) -> Starlette:
     """The endpoint over `model`, listed as `name`. With `api_key`, every /v1 request must
-    carry `Authorization: Bearer KEY` (/health stays open: it says nothing but "ok")."""
+    carry `Authorization: Bearer KEY` (/health stays open: it says nothing but "ok"). A
+    request whose client disconnects is cancelled (checked every `disconnect_poll_s`)."""
     created = int(time.time())
     key = api_key.encode() if api_key else None
 
@@ -329,7 +332,9 @@ def make_app(model: ChatModel, name: str, *, api_key: str | None = None, constra
         try:
             check_key(request)
             req = parse_chat(await read_json(request), name, constrain, model.context_window)
-            completions = await model.complete(req.messages, req.tools, req.params)
+            completions = await until_disconnected(request, model.complete(req.messages, req.tools, req.params))
+            if completions is None:
+                return Response(status_code=499)  # nobody is listening
         except ApiError as e:
             return e.response()
         except ModelError as e:
@@ -342,6 +347,22 @@ def make_app(model: ChatModel, name: str, *, api_key: str | None = None, constra
             return Response(sse_events(reply, req.include_usage), media_type="text/event-stream",
                             headers={"Cache-Control": "no-cache"})
         return JSONResponse(reply)
+
+    async def until_disconnected(request: Request, call: Any) -> Any:
+        """The call's result, or None when the client went away first: the call is then
+        cancelled, so a client that timed out does not leave its sequence decoding for nobody
+        (in a batching engine it would hold a slot the next requests wait for)."""
+        task = asyncio.ensure_future(call)
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=disconnect_poll_s)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+                log.warning("client disconnected: its request was cancelled")
+                return None
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
