@@ -33,6 +33,8 @@ from notebook_agent.models import registry
 from notebook_agent.models.base import SamplingParams
 from notebook_agent.models.llamacpp import LlamaCppModel
 
+from models import TOOLS  # benchmarks/models.py: the agent's two tools
+
 PROMPTS = [
     "Write Python code that loads data.csv with pandas and prints the mean of each numeric column.",
     "Write a Python function that returns the n-th Fibonacci number, with a docstring.",
@@ -42,14 +44,6 @@ PROMPTS = [
     "Write Python code that fits a linear regression of y on x with scikit-learn and prints R^2.",
     "Write Python code that counts missing values per column in a pandas DataFrame.",
     "Write Python code that groups df by 'city' and prints the median 'price' per city.",
-]
-TOOLS = [
-    {"type": "function", "function": {"name": "execute_code", "description": "Run Python code in the notebook.",
-                                      "parameters": {"type": "object", "properties": {
-                                          "comment": {"type": "string"}, "code": {"type": "string"}},
-                                          "required": ["comment", "code"]}}},
-    {"type": "function", "function": {"name": "final_answer", "description": "Give the final answer.", "parameters": {
-        "type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}}},
 ]
 # An agent turn after a cell failed on a typo: the fix copies most of the earlier code.
 CODE = ("import pandas as pd\ndf = pd.read_csv('titanic.csv')\nsurvived = df[df['Survived'] == 1]\n"

@@ -185,7 +185,7 @@ def read_events(path: Path) -> list[dict[str, Any]]:
 def make_record(task: Any, events: list[dict[str, Any]], wall_s: float, scorer: Any, *,
                 timed_out: bool = False, timeout_s: float | None = None, child_log: str = "") -> dict[str, Any]:
     """One results.jsonl record, with the fields our runner writes, from a task process's events."""
-    from notebook_agent.tasks.scoring import Score
+    from notebook_agent.eval.results import safe_score, verdict
 
     end = next((e for e in reversed(events) if e["kind"] == "end"), None)
     calls = [e for e in events if e["kind"] == "model"]
@@ -197,10 +197,6 @@ def make_record(task: Any, events: list[dict[str, Any]], wall_s: float, scorer: 
         error = child_log[-4000:] or None
     else:
         status, detail, answer, error = end["status"], end.get("detail", ""), end.get("answer"), end.get("error")
-    try:
-        score = scorer.score(task, answer)
-    except Exception as e:  # as our runner: a scorer bug counts the task wrong, the run goes on
-        score = Score(False, 0.0, 1, 0, answer is not None, {"error": f"scorer failed: {e!r}"})
     prompt_tokens = sum(int(c.get("prompt_tokens") or 0) for c in calls)
     completion_tokens = sum(int(c.get("completion_tokens") or 0) for c in calls)
     start = next((e for e in events if e["kind"] == "start"), None)
@@ -210,12 +206,7 @@ def make_record(task: Any, events: list[dict[str, Any]], wall_s: float, scorer: 
         "status_detail": detail,
         "answer": answer,
         "scorer": scorer.name,
-        "correct": score.correct,
-        "fraction": score.fraction,
-        "n_sub": score.n_sub,
-        "n_right": score.n_right,
-        "answered": score.answered,
-        "score_details": score.details,
+        **verdict(safe_score(scorer, task, answer)),  # as our runner: a scorer bug counts the task wrong
         "level": task.level,
         "concepts": list(task.concepts),
         "prompt_tokens": prompt_tokens,

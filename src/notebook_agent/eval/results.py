@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -117,17 +118,28 @@ def scored_item(record: dict[str, Any]) -> ScoredItem:
 VERDICT_KEYS = ("correct", "fraction", "n_sub", "n_right", "answered", "score_details")
 
 
+def safe_score(scorer: Any, task: Any, answer: str | None) -> Score:
+    """`scorer`'s verdict on `answer`; a scorer bug counts the task wrong (with a warning)
+    rather than losing the run's work."""
+    try:
+        return scorer.score(task, answer)
+    except Exception as e:
+        print(f"warning: scoring task {getattr(task, 'id', '?')} failed: {e!r}", file=sys.stderr)
+        return Score(False, 0.0, 1, 0, answer is not None, {"error": f"scorer failed: {e!r}"})
+
+
+def verdict(score: Score) -> dict[str, Any]:
+    """A score's fields as a record stores them."""
+    return {"correct": score.correct, "fraction": score.fraction, "n_sub": score.n_sub, "n_right": score.n_right,
+            "answered": score.answered, "score_details": score.details}
+
+
 def rescore(record: dict[str, Any], task: Any, scorer: Any, old_scorer: str | None) -> dict[str, Any] | None:
     """`record` scored again with `scorer` from its stored answer, or None when neither the
     scorer's name nor the verdict changed. A resumed run re-scores every stored record, so a
     changed scorer (or a changed rule under the same name) never mixes old and new verdicts."""
     was = record.get("scorer") or old_scorer
-    try:
-        score = scorer.score(task, record.get("answer"))
-    except Exception as e:  # as when the run scored it: a scorer bug counts the task wrong
-        score = Score(False, 0.0, 1, 0, record.get("answer") is not None, {"error": f"scorer failed: {e!r}"})
-    new = {"correct": score.correct, "fraction": score.fraction, "n_sub": score.n_sub, "n_right": score.n_right,
-           "answered": score.answered, "score_details": score.details}
+    new = verdict(safe_score(scorer, task, record.get("answer")))
     same = json.dumps({k: record.get(k) for k in VERDICT_KEYS}, sort_keys=True, default=str) == \
         json.dumps(new, sort_keys=True, default=str)
     if same and was == scorer.name:

@@ -38,7 +38,7 @@ from ..agent.save import save_run
 from ..agent.session import task_session
 from ..kernel.base import KernelSession
 from ..tasks.formats.common import LoadIssue
-from ..tasks.scoring import Metrics, Score, Scorer, summarize
+from ..tasks.scoring import Metrics, Scorer, summarize
 from ..tasks.task import Task
 from .results import (
     NOTEBOOK_DIR,
@@ -52,7 +52,9 @@ from .results import (
     read_records,
     rescore,
     safe_name,
+    safe_score,
     scored_item,
+    verdict,
 )
 
 SessionFactory = Callable[[Task], KernelSession]
@@ -304,23 +306,13 @@ class _Run:
     def make_record(self, task: Task, traj: Any, status: RecordStatus, detail: str, error: str | None,
                     wall_s: float) -> dict[str, Any]:
         answer = traj.answer if traj is not None else None
-        try:
-            score = self.scorer.score(task, answer)
-        except Exception as e:  # a scorer bug must not lose the run's work; the task counts as wrong
-            print(f"warning: scoring task {task.id} failed: {e!r}", file=sys.stderr)
-            score = Score(False, 0.0, 1, 0, answer is not None, {"error": f"scorer failed: {e!r}"})
         record: dict[str, Any] = {
             "id": task.id,
             "status": status,
             "status_detail": detail,
             "answer": answer,
             "scorer": self.scorer.name,
-            "correct": score.correct,
-            "fraction": score.fraction,
-            "n_sub": score.n_sub,
-            "n_right": score.n_right,
-            "answered": score.answered,
-            "score_details": score.details,
+            **verdict(safe_score(self.scorer, task, answer)),
             "level": task.level,
             "concepts": list(task.concepts),
             "prompt_tokens": getattr(traj, "prompt_tokens", 0),
