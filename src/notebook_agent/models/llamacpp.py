@@ -92,9 +92,6 @@ class LlamaCppModel(ChatModel):
                                   n_batch=n_batch, n_threads=self._llm.n_threads, top_k=top_k, min_p=min_p,
                                   speculate=speculate, flash_attn=flash_attn, name=self.name)
         self.n_ctx = n_ctx
-        self.seed = seed
-        self.top_k = top_k
-        self.min_p = min_p
         meta = self._llm.metadata or {}
         self.template = self._pick_template(chat_template, meta)
         self.codec = get_codec(codec).for_template(self.template)
