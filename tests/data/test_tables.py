@@ -169,3 +169,33 @@ def test_templates_decline_tables_they_do_not_suit():
     planned = {t.name for t in TEMPLATES if t.plan(p, rng) is not None}
     assert len(planned) >= 17, sorted({t.name for t in TEMPLATES} - planned)
     assert all(t.plan(text, rng) is None for t in TEMPLATES)
+
+
+def test_eval_runs_export_verified_teacher_rows_and_keep_failures_apart(generated, tmp_path):
+    """Two real eval runs over generated tasks: one plays the solution (right), one guesses (wrong)."""
+    from notebook_agent.data.runs import export_runs
+    from notebook_agent.data.tables.canonical import SolutionModel
+    from notebook_agent.eval.runner import run_eval
+    from notebook_agent.models.scripted import ScriptedModel, call
+
+    out, _ = generated
+    tasks = load_dabench(out / "train").tasks[:2]
+    row = next(json.loads(l) for l in (out / "canonical" / "train.jsonl").read_text().splitlines()
+               if json.loads(l)["id"] == tasks[0].id)
+    cells = [(a["comment"], a["code"]) for m in row["messages"] for c in m["tool_calls"]
+             if c["function"]["name"] == "execute_code" for a in [json.loads(c["function"]["arguments"])]]
+    scorer = get_scorer("dabench")
+    bench = {"benchmark": f"dabench:{out / 'train'}"}
+    asyncio.run(run_eval(tasks[:1], SolutionModel(cells), tmp_path / "right", scorer=scorer, progress=False, settings=bench))
+    guess = ScriptedModel([call("execute_code", comment="look", code="print(1)"),
+                           call("final_answer", answer="@nothing[0]")], name="guesser")
+    asyncio.run(run_eval(tasks[1:2], guess, tmp_path / "wrong", scorer=scorer, progress=False, settings=bench))
+    report = export_runs([tmp_path / "right", tmp_path / "wrong"], tmp_path / "teacher")
+    assert report["all"] == {"attempted": 2, "verified": 1, "yield": 0.5}
+    template = row["template"]
+    assert report[f"template:{template}"]["verified"] >= 1
+    kept = [json.loads(l) for l in (tmp_path / "teacher" / "teacher.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in kept] == [tasks[0].id] and kept[0]["trace_source"] == "teacher"
+    failed = [json.loads(l) for l in (tmp_path / "teacher" / "failed.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in failed] == [tasks[1].id] and failed[0]["trajectory"]["messages"]
+    assert load_examples(tmp_path / "teacher" / "dataset")[0]["messages"][0]["role"] == "system"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from notebook_agent.train.sft import LoraSettings, SFTSettings, read_meta, train_sft
@@ -21,7 +23,8 @@ def test_lora_sft_of_smollm2_from_gguf_loads_in_the_backend(smollm2_path, chat_j
     out = tmp_path / "sft"
     result = train_sft(SFTSettings(model=str(smollm2_path), dataset=str(chat_jsonl), out=str(out), max_steps=2,
                                    learning_rate=1e-3, warmup=0.0, batch_size=1, max_length=1024, packing=True,
-                                   lora=LoraSettings(r=4, alpha=8), logging_steps=1))
+                                   lora=LoraSettings(r=4, alpha=8), logging_steps=1,
+                                   bf16=False))  # fp32: the weight comparison below is exact
     assert result.family == "smollm2" and len(result.losses) == 2
     # a real instruct model already writes much of this: its loss starts far below log(vocab) = 10.8
     assert all(0 < x < 6 for x in result.losses), result.losses
@@ -35,3 +38,14 @@ def test_lora_sft_of_smollm2_from_gguf_loads_in_the_backend(smollm2_path, chat_j
     model = TransformersModel(out, device="cpu", codec="react")
     c = model.complete_sync([{"role": "user", "content": "Say hi."}], None, SamplingParams(max_tokens=6, temperature=0.0))
     assert c[0].usage.completion_tokens > 0
+    # the GGUF written beside it serves in llama.cpp with the codec training recorded
+    from notebook_agent.models.resolve import load_model as load_chat_model
+
+    assert result.gguf == str(out / "model.gguf")
+    served = load_chat_model(result.gguf, n_ctx=512, n_threads=1)
+    try:
+        assert served.codec.name == "react"
+        g = served.complete_sync([{"role": "user", "content": "Say hi."}], None, SamplingParams(max_tokens=6, temperature=0.0))
+        assert g[0].usage.completion_tokens > 0
+    finally:
+        asyncio.run(served.aclose())

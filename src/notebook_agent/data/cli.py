@@ -96,3 +96,23 @@ def tasks(
 
         stats = generate_tasks(tables, out, config, exclusions, progress)
     console.print_json(json.dumps(stats))
+
+
+@app.command("export-runs")
+def export_runs_cmd(
+    runs: list[Path] = typer.Argument(..., exists=True, file_okay=False, help="eval run folders (results.jsonl)"),
+    out: Path = typer.Option(..., help="output folder"),
+    source: str = typer.Option("teacher", help="the `trace_source` of the rows (and the JSONL's name)"),
+) -> None:
+    """Verified attempts of eval runs as SFT rows, failed ones apart, and the yield by template and level."""
+    from rich.console import Console
+
+    from .runs import export_runs
+
+    console = Console(stderr=True)
+    try:
+        report = export_runs(list(runs), out, source)
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    console.print_json(json.dumps(report))

@@ -112,8 +112,9 @@ TRAIN_META_FILE = "notebook_agent_train.json"
 
 
 def _trained_codec(path: Path) -> str | None:
-    meta = path / TRAIN_META_FILE
-    if not (path.is_dir() and meta.is_file()):
+    """The codec `train sft` recorded beside the weights (for a trained GGUF: in its folder)."""
+    meta = (path if path.is_dir() else path.parent) / TRAIN_META_FILE
+    if not meta.is_file():
         return None
     try:
         return json.loads(meta.read_text()).get("codec")

@@ -55,9 +55,10 @@ def load_model(spec: str, dtype: Any = None, attn_implementation: str | None = N
     kwargs: dict[str, Any] = {"dtype": dtype}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf, **kwargs)
     if gguf is None:
-        return model
+        return AutoModelForCausalLM.from_pretrained(src, **kwargs)
+    # dequantized in float32 (what the GGUF kernels compute in), then cast into the plain model
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf, **{**kwargs, "dtype": torch.float32})
     config = model.config
     config.__dict__.pop("quantization_config", None)
     plain = AutoModelForCausalLM.from_config(config, dtype=dtype, **({"attn_implementation": attn_implementation}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Optional
 
 import typer
 
@@ -53,6 +54,8 @@ def sft(
     liger: bool = typer.Option(False, help="Liger kernels (pip install liger-kernel; GPU)"),
     max_steps: int = -1,
     seed: int = 0,
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="default: on with CUDA or a CPU with bf16 support"),
+    gguf: bool = typer.Option(True, help="also write OUT/model.gguf (F16, for llama.cpp) when the base is a GGUF"),
 ) -> None:
     """Supervised fine-tuning with loss on assistant turns only (TRL SFTTrainer)."""
     _need_train_extra()
@@ -64,7 +67,8 @@ def sft(
                                learning_rate=lr, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
                                packing=packing, padding_free=padding_free, neftune_alpha=neftune_alpha or None,
                                lora=LoraSettings(r=lora_r, alpha=lora_alpha) if lora else None, attn_implementation=attn,
-                               gradient_checkpointing=gradient_checkpointing, liger=liger, max_steps=max_steps, seed=seed)
+                               gradient_checkpointing=gradient_checkpointing, liger=liger, max_steps=max_steps, seed=seed,
+                               bf16=bf16, gguf=gguf)
         result = train_sft(settings)
     except (DatasetError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -105,3 +109,39 @@ def value(
         raise typer.Exit(1)
     print(json.dumps({"out": str(result.out), "examples": result.examples, "mse_before": result.mse_before,
                       "mse_after": result.mse_after, "wall_s": result.wall_s}))
+
+
+@app.command("export-gguf")
+def export_gguf_cmd(
+    model: str = typer.Option(..., help="a trained model directory, or a registry name / .gguf file (its weights "
+                              "as training loads them: dequantized)"),
+    out: str = typer.Option(..., help="the .gguf file to write (F16)"),
+    base: Optional[str] = typer.Option(None, help="the GGUF the model was trained from (default: the one its "
+                                       "training recorded, or MODEL itself)"),
+) -> None:
+    """Write a model as F16 GGUF for llama.cpp (Llama-family models)."""
+    _need_train_extra()
+    from pathlib import Path
+
+    from .base_model import load_model
+    from .gguf import GGUFExportError, export_gguf
+    from .sft import META_FILE, read_meta, source_gguf
+
+    meta = read_meta(model)
+    try:
+        origin = base or meta.get("settings", {}).get("model") or model
+        written = export_gguf(load_model(model).state_dict(), source_gguf(origin), out)
+    except (GGUFExportError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise typer.Exit(1)
+    # the codec to serve it with, as `train sft` records it (registry models: their own)
+    codec = meta.get("codec")
+    if codec is None:
+        from ..models import registry
+
+        entry = registry.known_models().get(model)
+        codec = getattr(entry, "codec", None)
+    if codec and not (written.parent / META_FILE).exists():
+        (written.parent / META_FILE).write_text(json.dumps({"kind": "export", "codec": codec, "source": model}))
+    print(json.dumps({"gguf": str(written), "codec": codec, "bytes": written.stat().st_size}))
+

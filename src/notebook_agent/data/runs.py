@@ -1,0 +1,81 @@
+"""Eval runs as training data: a model's attempts at generated tasks become teacher traces.
+
+`eval run dabench:OUT/train --model qwen2.5-coder-1.5b --out RUN` is the teacher job (resumable,
+with a progress bar, records with trajectories and verdicts). `export_runs` then keeps the
+attempts the scorer verified as SFT rows (`trace_source: teacher`) and the failed ones apart
+(`failed.jsonl`, whole trajectories: the value model's negatives), and reports the yield by
+template and level (templates from the generated tasks' questions.jsonl, when there is one).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from .export import normalize_message
+
+
+def _template_of(run: Path) -> dict[str, str]:
+    """Task id -> template, from the questions file of the run's benchmark (generated tasks)."""
+    meta = run / "run.json"
+    if not meta.is_file():
+        return {}
+    bench = str(json.loads(meta.read_text()).get("benchmark", ""))
+    path = Path(bench.partition(":")[2] or bench)
+    questions = path / "questions.jsonl" if path.is_dir() else path
+    if not questions.is_file():
+        return {}
+    out = {}
+    for line in questions.read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            if rec.get("template"):
+                out[str(rec["id"])] = rec["template"]
+    return out
+
+
+def export_runs(runs: list[str | Path], out: str | Path, source: str = "teacher",
+                max_output_chars: int = 2000) -> dict[str, Any]:
+    """Write OUT/{source}.jsonl (verified rows), OUT/failed.jsonl, OUT/dataset and OUT/yield.json."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    kept: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    tally: dict[str, Counter] = defaultdict(Counter)
+    for run in map(Path, runs):
+        results = run / "results.jsonl"
+        if not results.is_file():
+            raise FileNotFoundError(f"{run}: no results.jsonl (not an eval run folder)")
+        templates = _template_of(run)
+        for line in results.read_text().splitlines():
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            traj = rec.get("trajectory") or {}
+            tid = str(rec["id"])
+            keys = [f"level:{rec.get('level') or '?'}", f"template:{templates.get(tid, '?')}", "all"]
+            for k in keys:
+                tally[k]["attempted"] += 1
+            if rec.get("correct") and traj.get("messages"):
+                for k in keys:
+                    tally[k]["verified"] += 1
+                kept.append({"id": tid, "run": str(run), "level": rec.get("level") or "",
+                             "template": templates.get(tid, ""), "answer": rec.get("answer") or "",
+                             "trace_source": source, "tools": json.dumps(traj.get("tools") or []),
+                             "messages": [normalize_message(m, max_output_chars, False) for m in traj["messages"]]})
+            else:
+                failed.append({"id": tid, "run": str(run), "status": rec.get("status"), "answer": rec.get("answer"),
+                               "trajectory": traj})
+    with open(out / f"{source}.jsonl", "w") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
+    with open(out / "failed.jsonl", "w") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in failed)
+    if kept:
+        import datasets
+
+        datasets.DatasetDict({"train": datasets.Dataset.from_list(kept)}).save_to_disk(str(out / "dataset"))
+    report = {k: {**v, "yield": round(v["verified"] / v["attempted"], 3)} for k, v in sorted(tally.items())}
+    (out / "yield.json").write_text(json.dumps(report, indent=1))
+    return report
