@@ -56,6 +56,7 @@ def sft(
     seed: int = 0,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="default: on with CUDA or a CPU with bf16 support"),
     gguf: bool = typer.Option(True, help="also write OUT/model.gguf (F16, for llama.cpp) when the base is a GGUF"),
+    max_examples: Optional[int] = typer.Option(None, help="train on a seeded random subset of this many examples"),
 ) -> None:
     """Supervised fine-tuning with loss on assistant turns only (TRL SFTTrainer)."""
     _need_train_extra()
@@ -68,7 +69,7 @@ def sft(
                                packing=packing, padding_free=padding_free, neftune_alpha=neftune_alpha or None,
                                lora=LoraSettings(r=lora_r, alpha=lora_alpha) if lora else None, attn_implementation=attn,
                                gradient_checkpointing=gradient_checkpointing, liger=liger, max_steps=max_steps, seed=seed,
-                               bf16=bf16, gguf=gguf)
+                               bf16=bf16, gguf=gguf, max_examples=max_examples)
         result = train_sft(settings)
     except (DatasetError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

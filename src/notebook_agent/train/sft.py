@@ -63,6 +63,7 @@ class SFTSettings:
     gradient_checkpointing: bool = False
     liger: bool = False
     only_answered: bool = True           # Trajectory files: keep answered runs only
+    max_examples: int | None = None      # a seeded random subset (to fit a CPU's token budget)
     max_steps: int = -1
     logging_steps: int = 5
     seed: int = 0
@@ -162,6 +163,10 @@ def train_sft(s: SFTSettings) -> SFTResult:
 
     t0 = time.time()
     examples = load_examples(s.dataset, only_answered=s.only_answered)
+    if s.max_examples is not None and len(examples) > s.max_examples:
+        import random
+
+        examples = random.Random(s.seed).sample(examples, s.max_examples)
     tokenizer = load_tokenizer(s.model)
     use_cuda = torch.cuda.is_available()
     bf16 = use_bf16(s, use_cuda)

@@ -130,7 +130,7 @@ async def solve(plan: Plan, task: Task, config: GenerateConfig,
     got = extract_answers(traj.answer)
     if set(got) != set(plan.names):
         return None, "answer items missing"
-    if any(v.strip().lower() in ("", "nan", "inf", "-inf", "none") for v in got.values()):
+    if any(v.strip().lower() in ("", "nan", "inf", "-inf") or v.strip() == "None" for v in got.values()):
         return None, "answer not a value"
     record = {"id": task.id, "question": task.question, "concepts": task.concepts, "constraints": task.constraints,
               "format": task.format, "file_name": task.files[0].name, "level": task.level, "template": plan.template,
