@@ -249,7 +249,10 @@ class ProgressCallback:
             def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
                 rate = state.num_input_tokens_seen / max(1e-9, time.monotonic() - self.t0)
                 loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), float("nan"))
-                self.bar.update(self.job, completed=state.global_step, description=f"loss {loss:.3f}, {rate:.0f} tokens/s")
+                text = f"loss {loss:.3f}, {rate:.0f} tokens/s"
+                self.bar.update(self.job, completed=state.global_step, description=text)
+                if not self.bar.console.is_terminal:  # a log file: a line per step instead of a live bar
+                    self.bar.console.print(f"sft step {state.global_step}/{state.max_steps}: {text}")
 
             def on_train_end(self, args, state, control, **kw):  # noqa: ANN001
                 if self.bar is not None:
