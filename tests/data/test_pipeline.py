@@ -145,3 +145,28 @@ def test_two_tasks_shard_the_input(corpus, tmp_path):
     assert counters(stats, "read", "ipynb")["notebooks"] == 12  # merged over both ranks
     shards = sorted(p.name for p in (tmp_path / "out" / "stages" / "filter").glob("*.jsonl.gz"))
     assert shards == ["00000.jsonl.gz", "00001.jsonl.gz"]
+
+
+def test_tables_step_makes_tasks_from_linked_files_and_needs_an_exclusion_list(corpus, tmp_path):
+    """`--steps tables` after link: the linked CSVs become generated tasks the harness loads;
+    a benchmark table among them is kept out; without an exclusion list the step refuses."""
+    nbdir, data, _ = corpus
+    runner = CliRunner()
+    cfg = write_config(tmp_path, nbdir, data)
+    r = runner.invoke(app, ["data", "build", str(cfg), "--steps", "read,filter,dedup,link"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["data", "build", str(cfg), "--steps", "tables"])
+    assert r.exit_code == 2 and "no_exclude" in " ".join(r.output.split())
+    linked = sorted({Path(f["path"]).name for p in (tmp_path / "out" / "stages" / "link").glob("*.jsonl.gz")
+                     for line in __import__("gzip").open(p, "rt") for f in json.loads(line)["metadata"].get("files", [])
+                     if f.get("path")})
+    assert linked == ["sales.csv", "weather.csv"]
+    header = pd.read_csv(data / "sales.csv").columns
+    (tmp_path / "bench.tsv").write_text("weather_bench.csv\t" + ",".join(header) + "\n")  # sales' columns
+    cfg = write_config(tmp_path, nbdir, data, tables={"exclude": [str(tmp_path / "bench.tsv")], "heldout": 0.0})
+    r = runner.invoke(app, ["data", "build", str(cfg), "--steps", "tables"])
+    assert r.exit_code == 0, r.output
+    stats = json.loads((tmp_path / "out" / "table_tasks" / "stats.json").read_text())
+    assert stats["benchmark_tables_excluded"] == ["weather_bench.csv"]
+    tasks = load_benchmark(f"dabench:{tmp_path / 'out' / 'table_tasks' / 'train'}").tasks
+    assert tasks and {t.files[0].name.split("_")[0] for t in tasks} == {"weather"}  # only the other table

@@ -1,6 +1,7 @@
 """Assemble and run the pipeline: which steps, in which datatrove executor, and the stats.
 
-The steps, in order: read, filter, dedup, link, score, qa, traces, export. A run takes any
+The steps, in order: read, filter, dedup, link, tables, score, qa, traces, export. `tables`
+(tasks from the linked data files, data/tables/) runs only when named; a run takes any
 subset; consecutive steps run fused in one datatrove pipeline, and the output of the last one
 (and of every step in CHECKPOINTS) is written to `OUT/stages/<step>/`. The first step of a run reads the output
 of the nearest earlier step that has one on disk, so `--steps link` after
@@ -28,16 +29,19 @@ from .io import stage_reader, stage_writer
 from .linking import DataFileLinker
 from .llm.steps import EduScoreStep, QAGenerationStep, QAVerifyStep, RelevanceStep
 from .readers import IpynbFolderReader, NotebookRecordsReader
+from .tables.step import TableTasksStep
 from .traces import TraceStep
 
-STEPS = ["read", "filter", "dedup", "link", "score", "qa", "traces", "export"]
+STEPS = ["read", "filter", "dedup", "link", "tables", "score", "qa", "traces", "export"]
+# Steps a run without `--steps` leaves out (they need settings of their own).
+OPTIONAL = {"tables"}
 # Outputs always written, even inside a fused run: those before a costly step, so that the
 # costly steps can be rerun alone.
 CHECKPOINTS = {"link", "score", "qa", "traces"}
 
 
 def parse_steps(spec: str | list[str] | None) -> list[str]:
-    names = STEPS if not spec else ([s.strip() for s in spec.split(",") if s.strip()] if isinstance(spec, str) else spec)
+    names = [s for s in STEPS if s not in OPTIONAL] if not spec else ([s.strip() for s in spec.split(",") if s.strip()] if isinstance(spec, str) else spec)
     unknown = [s for s in names if s not in STEPS]
     if unknown:
         raise ValueError(f"unknown steps {unknown}; choose from {','.join(STEPS)}")
@@ -64,6 +68,8 @@ def step_blocks(name: str, cfg: PipelineConfig, model: ChatModel | None = None) 
         return [MinhashNotebookDedup(cfg.dedup)]
     if name == "link":
         return [DataFileLinker(cfg.link)]
+    if name == "tables":
+        return [TableTasksStep(cfg.output, cfg.tables)]
     if name == "score":
         return [EduScoreStep(cfg.llm, model, cache), RelevanceStep(cfg.llm, model, cache)]
     if name == "qa":
@@ -81,7 +87,8 @@ def runs(steps: list[str]) -> list[list[str]]:
     """Split the chosen steps into maximal runs of consecutive steps."""
     groups: list[list[str]] = []
     for s in steps:
-        if groups and STEPS.index(groups[-1][-1]) + 1 == STEPS.index(s):
+        between = STEPS[STEPS.index(groups[-1][-1]) + 1:STEPS.index(s)] if groups else ["-"]
+        if all(b in OPTIONAL for b in between):
             groups[-1].append(s)
         else:
             groups.append([s])

@@ -14,7 +14,8 @@ app = typer.Typer(help="Mine notebooks into tasks, traces and a training dataset
 @app.command()
 def build(
     config: Path = typer.Argument(..., exists=True, dir_okay=False, help="pipeline YAML"),
-    steps: str = typer.Option("", help="comma-separated subset of read,filter,dedup,link,score,qa,traces,export"),
+    steps: str = typer.Option("", help="comma-separated subset of read,filter,dedup,link,tables,score,qa,traces,export "
+                       "(tables runs only when named)"),
     output: str = typer.Option("", help="override `output` of the config"),
     sandbox: Optional[str] = typer.Option(None, help="kernel isolation of the traces step: auto, require or off "
                                           "(default: the config's `traces.sandbox`, auto)"),

@@ -14,6 +14,7 @@ from .export import ExportConfig
 from .filters import FilterConfig
 from .linking import LinkConfig
 from .llm.client import LLMConfig
+from .tables.step import TablesConfig
 from .traces import TraceConfig
 
 
@@ -46,6 +47,7 @@ class PipelineConfig:
     filters: FilterConfig = field(default_factory=FilterConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     link: LinkConfig = field(default_factory=LinkConfig)
+    tables: TablesConfig = field(default_factory=TablesConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     traces: TraceConfig = field(default_factory=TraceConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
@@ -75,6 +77,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Pi
     cfg.output = str((base / cfg.output).resolve())
     if cfg.input.path and "://" not in cfg.input.path:
         cfg.input.path = str((base / cfg.input.path).resolve())
+    cfg.tables.exclude = [str((base / p).resolve()) for p in cfg.tables.exclude]
     if cfg.link.data_root:
         cfg.link.data_root = str((base / cfg.link.data_root).resolve())
     return cfg
