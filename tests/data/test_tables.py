@@ -12,7 +12,13 @@ import pandas as pd
 import pytest
 
 from notebook_agent.agent.config import SessionConfig
-from notebook_agent.data.tables import TEMPLATES, GenerateConfig, Plan, generate_tasks, open_sources
+from notebook_agent.data.tables import (
+    TEMPLATES,
+    GenerateConfig,
+    Plan,
+    generate_tasks,
+    open_sources,
+)
 from notebook_agent.data.tables.exclude import Exclusions
 from notebook_agent.data.tables.generate import solve, split_of
 from notebook_agent.data.tables.profile import Profile

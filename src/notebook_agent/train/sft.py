@@ -236,9 +236,15 @@ class ProgressCallback:
                 self.bar: Any = None
                 self.t0 = 0.0
 
-            def on_train_begin(self, args, state, control, **kw):  # noqa: ANN001
+            def on_train_begin(self, args, state, control, **kw):
                 from rich.console import Console
-                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+                from rich.progress import (
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    TextColumn,
+                    TimeRemainingColumn,
+                )
 
                 self.bar = Progress(TextColumn("[bold]sft"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                                     TextColumn("{task.description}"), console=Console(stderr=True))
@@ -246,7 +252,7 @@ class ProgressCallback:
                 self.job = self.bar.add_task("", total=state.max_steps)
                 self.t0 = time.monotonic()
 
-            def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
+            def on_step_end(self, args, state, control, **kw):
                 rate = state.num_input_tokens_seen / max(1e-9, time.monotonic() - self.t0)
                 loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), float("nan"))
                 text = f"loss {loss:.3f}, {rate:.0f} tokens/s"
@@ -254,7 +260,7 @@ class ProgressCallback:
                 if not self.bar.console.is_terminal:  # a log file: a line per step instead of a live bar
                     self.bar.console.print(f"sft step {state.global_step}/{state.max_steps}: {text}")
 
-            def on_train_end(self, args, state, control, **kw):  # noqa: ANN001
+            def on_train_end(self, args, state, control, **kw):
                 if self.bar is not None:
                     self.bar.stop()
 

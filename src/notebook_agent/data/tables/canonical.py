@@ -4,7 +4,15 @@ inference, with outputs from a real kernel."""
 
 from __future__ import annotations
 
-from ...models.base import ChatModel, Completion, Message, SamplingParams, ToolCall, ToolSpec, Usage
+from ...models.base import (
+    ChatModel,
+    Completion,
+    Message,
+    SamplingParams,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
 from ...tasks.scoring.dabench import ANSWER_PATTERN
 from .templates import Cell
 

@@ -39,7 +39,7 @@ class Exclusions:
         self.names = {norm(Path(t.name).stem): t.name for t in tables}
 
     @classmethod
-    def load(cls, paths: list[str | Path], **kw: float) -> "Exclusions":
+    def load(cls, paths: list[str | Path], **kw: float) -> Exclusions:
         tables: list[Excluded] = []
         for p in map(Path, paths):
             if p.is_dir():

@@ -210,7 +210,7 @@ def generate_tasks(tables: Iterable[Table], out: str | Path, config: GenerateCon
     work.mkdir(parents=True, exist_ok=True)
     config.chosen_templates()  # unknown names fail before any work
     done = {p.stem: json.loads(p.read_text()) for p in work.glob("*.json")}
-    seen_hashes = {r["hash"] for r in done.values() if r.get("hash") and not r.get("skipped") == "duplicate table"}
+    seen_hashes = {r["hash"] for r in done.values() if r.get("hash") and r.get("skipped") != "duplicate table"}
     productive = sum(1 for r in done.values() if r["tasks"])
     t0, new_tasks = time.monotonic(), 0
     for table in tables:
