@@ -92,8 +92,10 @@ def tasks(
         def progress(record: dict) -> None:
             counts["tasks"] += len(record["tasks"])
             counts["used"] += bool(record["tasks"])
-            bar.update(job, advance=1 if not max_tables else bool(record["tasks"]),
-                       description=f"{counts['tasks']} tasks from {counts['used']} tables; last {record['table']}")
+            text = f"{counts['tasks']} tasks from {counts['used']} tables; last {record['table']}"
+            bar.update(job, advance=1 if not max_tables else bool(record["tasks"]), description=text)
+            if not console.is_terminal and counts["used"] % 10 == 0 and record["tasks"]:
+                console.print(f"data tasks: {text}")  # a log file gets a line every 10 tables instead of a live bar
 
         stats = generate_tasks(tables, out, config, exclusions, progress)
     console.print_json(json.dumps(stats))
