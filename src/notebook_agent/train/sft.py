@@ -183,7 +183,7 @@ def train_sft(s: SFTSettings) -> SFTResult:
         peft_config = LoraConfig(r=s.lora.r, lora_alpha=s.lora.alpha, lora_dropout=s.lora.dropout,
                                  target_modules=s.lora.target_modules, task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=sft_config(s, use_cuda), train_dataset=train, processing_class=tokenizer,
-                         peft_config=peft_config, callbacks=[ProgressCallback()] if s.progress else None)
+                         peft_config=peft_config, callbacks=[progress_callback()] if s.progress else None)
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     out = Path(s.out)
@@ -195,13 +195,13 @@ def train_sft(s: SFTSettings) -> SFTResult:
     elif trainer.accelerator.is_main_process:
         save_model(trainer.model.merge_and_unload(), tokenizer, out, template, meta)  # plain: loads everywhere
     gguf_file = None
-    _, base_gguf = resolve_source(s.model)
+    src, base_gguf = resolve_source(s.model)
     if s.gguf and base_gguf is not None and trainer.accelerator.is_main_process:
         from .gguf import GGUFExportError, export_gguf
 
         trained = trainer.model.merge_and_unload() if peft_config is not None else trainer.model
         try:
-            gguf_file = str(export_gguf(trained.state_dict(), source_gguf(s.model), out / "model.gguf"))
+            gguf_file = str(export_gguf(trained.state_dict(), Path(src) / base_gguf, out / "model.gguf"))
         except GGUFExportError as e:  # another architecture: the directory still loads with transformers
             print(f"no GGUF written: {e}", file=sys.stderr)
     n_tokens = sum(len(r["input_ids"]) for r in rows)
@@ -225,46 +225,45 @@ def source_gguf(spec: str) -> Path:
     return Path(src) / name
 
 
-class ProgressCallback:
-    """A rich progress bar on stderr: step of total, loss, tokens/s (the Trainer's own tqdm is off)."""
+def progress_callback() -> Any:
+    """A rich progress bar on stderr: step of total, loss, tokens/s (the Trainer's own tqdm is
+    off). Built on call: transformers is imported only when training runs."""
+    from transformers import TrainerCallback
 
-    def __new__(cls) -> Any:
-        from transformers import TrainerCallback
+    class _Progress(TrainerCallback):
+        def __init__(self) -> None:
+            self.bar: Any = None
+            self.t0 = 0.0
 
-        class _Progress(TrainerCallback):
-            def __init__(self) -> None:
-                self.bar: Any = None
-                self.t0 = 0.0
+        def on_train_begin(self, args, state, control, **kw):
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
-            def on_train_begin(self, args, state, control, **kw):
-                from rich.console import Console
-                from rich.progress import (
-                    BarColumn,
-                    MofNCompleteColumn,
-                    Progress,
-                    TextColumn,
-                    TimeRemainingColumn,
-                )
+            self.bar = Progress(TextColumn("[bold]sft"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                TextColumn("{task.description}"), console=Console(stderr=True))
+            self.bar.start()
+            self.job = self.bar.add_task("", total=state.max_steps)
+            self.t0 = time.monotonic()
 
-                self.bar = Progress(TextColumn("[bold]sft"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                    TextColumn("{task.description}"), console=Console(stderr=True))
-                self.bar.start()
-                self.job = self.bar.add_task("", total=state.max_steps)
-                self.t0 = time.monotonic()
+        def on_step_end(self, args, state, control, **kw):
+            rate = state.num_input_tokens_seen / max(1e-9, time.monotonic() - self.t0)
+            loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), float("nan"))
+            text = f"loss {loss:.3f}, {rate:.0f} tokens/s"
+            self.bar.update(self.job, completed=state.global_step, description=text)
+            if not self.bar.console.is_terminal:  # a log file: a line per step instead of a live bar
+                self.bar.console.print(f"sft step {state.global_step}/{state.max_steps}: {text}")
 
-            def on_step_end(self, args, state, control, **kw):
-                rate = state.num_input_tokens_seen / max(1e-9, time.monotonic() - self.t0)
-                loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), float("nan"))
-                text = f"loss {loss:.3f}, {rate:.0f} tokens/s"
-                self.bar.update(self.job, completed=state.global_step, description=text)
-                if not self.bar.console.is_terminal:  # a log file: a line per step instead of a live bar
-                    self.bar.console.print(f"sft step {state.global_step}/{state.max_steps}: {text}")
+        def on_train_end(self, args, state, control, **kw):
+            if self.bar is not None:
+                self.bar.stop()
 
-            def on_train_end(self, args, state, control, **kw):
-                if self.bar is not None:
-                    self.bar.stop()
-
-        return _Progress()
+    return _Progress()
 
 
 def save_model(model: Any, tokenizer: Any, out: Path, training_template: str, meta: dict[str, Any]) -> None:

@@ -262,7 +262,7 @@ def finalize(out: Path, records: list[dict[str, Any]], config: GenerateConfig) -
                     nb.write(json.dumps({"id": t["id"], "question": t["question"], "constraints": t["constraints"],
                                          "format": t["format"], "file_names": [t["file_name"]], "answer": t["answer"],
                                          "level": t["level"], "concepts": t["concepts"],
-                                         "solution": [c["content"] for c in _calls(t["trajectory"])]}) + "\n")
+                                         "solution": [st["result"]["code"] for st in t["trajectory"].get("steps", [])]}) + "\n")
                     rows[split].append(trace_row(t, split, r["table"], config.max_output_chars))
         with open(out / "canonical" / f"{split}.jsonl", "w") as f:
             f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows[split])
@@ -272,11 +272,6 @@ def finalize(out: Path, records: list[dict[str, Any]], config: GenerateConfig) -
         datasets.DatasetDict({s: datasets.Dataset.from_list(v) for s, v in rows.items() if v}).save_to_disk(
             str(out / "dataset"))
     return summarize(records)
-
-
-def _calls(traj: dict[str, Any]) -> list[dict[str, Any]]:
-    """The solution's cells, for NbQA's `solution` field."""
-    return [{"content": s["result"]["code"]} for s in traj.get("steps", [])]
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
