@@ -226,8 +226,9 @@ def make_record(task: Any, events: list[dict[str, Any]], wall_s: float, scorer: 
 
 
 def drain(base_url: str, model_id: str, timeout_s: float = 900.0) -> None:
-    """Wait until the server finished the request a killed task left running (it serves one at a
-    time and does not stop on a client's disconnect), so the next task's time is its own."""
+    """Wait until the server finished the request a killed task left running (llama_cpp.server
+    serves one at a time and does not stop on a client's disconnect), so the next task's time
+    is its own. Not needed with `notebook-agent serve`, which cancels a gone client's request."""
     import httpx
 
     try:
@@ -268,7 +269,7 @@ def run_task(task: Any, prompt: str, spec: dict[str, Any], scorer: Any, timeout_
             timed_out = False  # it finished just as the limit came
         record = make_record(task, events, wall, scorer, timed_out=timed_out, timeout_s=timeout_s,
                              child_log=log_path.read_text(errors="replace"))
-        if timed_out:
+        if timed_out and spec.get("drain", True):
             drain(spec["base_url"], spec["model_id"])
         return record
     except Exception as e:  # the harness failed on this task: a `crashed` record, retried by a rerun
@@ -450,7 +451,10 @@ def main() -> None:
                 server, url, cmd = start_server(gguf, args.n_ctx, args.n_threads, out / "server.log", args.server_kind,
                                                 args.workers, args.model)
                 print(f"server: {' '.join(cmd)}", flush=True)
-            spec = {"base_url": url, "model_id": args.model, "max_steps": args.max_steps,
+            # only llama_cpp.server keeps decoding for a killed client: ours cancels on disconnect,
+            # and a drain request would only take a slot and evict a cached prompt prefix
+            drains = bool(args.server) or args.server_kind != "ours"
+            spec = {"base_url": url, "model_id": args.model, "max_steps": args.max_steps, "drain": drains,
                     "max_tokens": args.max_tokens_per_turn, "imports": authorized_imports(),
                     "request_timeout": args.task_timeout + 60}
         try:

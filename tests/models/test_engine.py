@@ -148,3 +148,21 @@ def test_a_shared_cache_admits_only_what_fits(smollm2_path):
     finally:
         eng.close()
         asyncio.run(m.aclose())
+
+
+async def test_an_unrelated_prompt_does_not_evict_a_shared_system_prompt(smollm2_path):
+    """A long system prompt cached in one slot survives a short unrelated request (it takes the
+    empty slot), so the next conversation with that system prompt evaluates only its own part."""
+    m = LlamaCppModel(smollm2_path, n_ctx=1024, n_threads=1, n_seq=2)
+    system = {"role": "system", "content": "You are a careful data analyst. " + "Follow these rules. " * 60}
+    g = SamplingParams(temperature=0.0, max_tokens=4)
+    try:
+        await m.complete([system, *user(QUESTIONS[0])], None, g)
+        shared = len(m.tokenize_prompt(m.render_prompt([system])))
+        assert shared > 200
+        await m.complete(user("hi"), None, g)  # unrelated: must not land on the cached prefix
+        before = m.engine.stats.cached_tokens
+        await m.complete([system, *user(QUESTIONS[2])], None, g)
+        assert m.engine.stats.cached_tokens - before >= shared - 8  # the system prompt came from the cache
+    finally:
+        await m.aclose()

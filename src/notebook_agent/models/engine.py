@@ -11,8 +11,9 @@ in its own thread; callers `submit` requests from any thread and wait on a futur
   stop strings and log-probabilities.
 - The n samples of one request evaluate the prompt once: the others copy its KV cells.
 - A slot keeps what it evaluated after its request ends; a new request takes the free slot
-  whose cache shares the longest prefix with its prompt, so a conversation's next turn only
-  evaluates the new tokens.
+  whose cache shares the longest prefix with its prompt, so a conversation's next turn (and a
+  new conversation with the same system prompt) only evaluates the new tokens; a prompt that
+  shares no real prefix takes the emptiest slot and leaves the others' prefixes alone.
 - Prompt-lookup speculation (`speculate > 0`): a decoding sequence proposes the tokens that
   followed the last occurrence of its latest n-gram, all are checked in the same batch, and
   the longest prefix that the sampler itself draws is kept. Exact for any sampler: every
@@ -289,7 +290,14 @@ class BatchEngine:
         return n
 
     def _pick_slot(self, free: list[_Slot], tokens: list[int]) -> _Slot:
-        return max(free, key=lambda s: (self._common(s.cached, tokens), -s.used))
+        """The free slot whose cache shares the longest prefix with the prompt. When none shares
+        a real part of it (at least half the prompt, or 64 tokens: more than a chat template's
+        opening), the emptiest, least recently used one: an unrelated prompt must not evict a
+        long prefix that the next requests would reuse."""
+        best = max(free, key=lambda s: (self._common(s.cached, tokens), -s.used))
+        if self._common(best.cached, tokens) >= min(64, len(tokens) // 2):
+            return best
+        return min(free, key=lambda s: (len(s.cached), s.used))
 
     def _start(self, req: Request, slot: _Slot) -> None:
         lc = self._lc
