@@ -202,6 +202,25 @@ async def test_value_scorer_guides_and_the_session_cap_prunes(task, session):
     assert all(f._closed for f in session.forks)
 
 
+async def test_value_on_terminal_nodes_only(task, session):
+    """value_nodes="terminal" (JUPITER's released inference): the value model scores answered
+    nodes only; inner nodes get the neutral 0, failed ones -1."""
+    def policy(messages, i):
+        if depth(messages) >= 1 and i == 0:
+            return step("final_answer", answer="@total_units[1]")
+        return step("execute_code", comment="step", code=f"y = {i}")
+
+    value = CountingValue()
+    cfg = SearchConfig(k=2, iterations=3, max_depth=10, value_nodes="terminal")
+    tree = (await run_search(task, BranchingModel(policy), session, cfg, value_scorer=value)).tree
+    answered = [n for n in tree.nodes.values() if n.reason == "answered"]
+    inner = [n for n in tree.nodes.values() if n.parent is not None and not n.terminal]
+    assert answered and inner and sum(value.batches) == len(answered)
+    assert all(n.value == 1.0 for n in answered) and all(n.value == 0.0 for n in inner)
+    with pytest.raises(ValueError, match="value_nodes"):
+        SearchConfig(value_nodes="inner")  # type: ignore[arg-type]
+
+
 async def test_majority_vote_baseline_runs_k_isolated_agents(task, session):
     answers = iter(["@total_units[5]", "@total_units[7]", "@total_units[5]"])
 

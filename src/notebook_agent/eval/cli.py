@@ -333,6 +333,8 @@ def run(
     aggregate: Optional[str] = _opt(None, panel=SEARCH, help="mcts: majority (default), value_weighted or best_value"),
     search_tokens: Optional[int] = _opt(None, panel=SEARCH, help="mcts: model tokens per task"),
     value_model: Optional[Path] = _opt(None, panel=SEARCH, help="mcts: value model dir (notebook-agent train value)"),
+    value_nodes: Optional[str] = _opt(None, panel=SEARCH, help="mcts: nodes the value model scores: all (default) or "
+                                      "terminal (answered ones only; inner nodes get 0)"),
     collect: bool = _opt(False, "--collect", panel=SEARCH, help="mcts: collect training trees (out/trees): answered "
                          "nodes are rewarded by the scorer, which reads the gold answer, so the scores are not "
                          "evaluation figures; use --c-puct 1.25 and training tasks, never the test set"),
@@ -356,7 +358,7 @@ def run(
     config, agent_fn = _search_setup(search, agent, task_timeout, out, sc, value_model, collect,
                                      temperature=search_temperature if search_temperature is not None else temperature,
                                      k=k, iterations=iterations, c_puct=c_puct, max_depth=max_depth,
-                                     aggregate=aggregate, max_tokens=search_tokens)
+                                     aggregate=aggregate, max_tokens=search_tokens, value_nodes=value_nodes)
     session_config = _config(SessionConfig, backend=backend or ("forking" if search != "none" else "local"),
                              sandbox=sandbox)
     from ..agent.session import SessionStartError, start_error_message

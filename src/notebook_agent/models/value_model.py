@@ -67,23 +67,39 @@ class ValueModel(nn.Module):
             mask[i, : len(r)] = 1
         return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The mean of the last hidden state over each row's tokens (the head's input)."""
         # logits_to_keep=1: the LM head's full-vocabulary logits are not needed, only hidden states
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, logits_to_keep=1)
         last = out.hidden_states[-1]
         m = attention_mask.unsqueeze(-1).to(last.dtype)
-        pooled = (last * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return (last * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+    def value(self, pooled: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.head(pooled).squeeze(-1)).float()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.value(self.pooled(input_ids, attention_mask))
+
+    @torch.no_grad()
+    def features(self, batch: list[list[dict[str, Any]]], batch_size: int = 8) -> torch.Tensor:
+        """Pooled states of many conversations, batched by length (less padding), in input order."""
+        was_training = self.training
+        self.eval()
+        order = sorted(range(len(batch)), key=lambda i: len(self.token_ids(batch[i])))
+        rows: list[torch.Tensor] = [torch.empty(0)] * len(batch)
+        for i in range(0, len(order), batch_size):
+            chunk = order[i: i + batch_size]
+            for j, row in zip(chunk, self.pooled(**self.encode([batch[j] for j in chunk]))):
+                rows[j] = row
+        self.train(was_training)
+        return torch.stack(rows) if rows else torch.empty(0)
 
     @torch.no_grad()
     def score(self, batch: list[list[dict[str, Any]]], batch_size: int = 8) -> list[float]:
-        was_training = self.training
-        self.eval()
-        out: list[float] = []
-        for i in range(0, len(batch), batch_size):
-            out.extend(self(**self.encode(batch[i: i + batch_size])).tolist())
-        self.train(was_training)
-        return out
+        if not batch:
+            return []
+        return self.value(self.features(batch, batch_size)).tolist()
 
     # -- persistence --------------------------------------------------------------------
     def save(self, out: str | Path) -> Path:

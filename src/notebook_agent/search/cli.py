@@ -42,6 +42,7 @@ def register(app: typer.Typer) -> None:
         parse_failure_terminal: Optional[bool] = typer.Option(None, "--parse-failure-terminal/--no-parse-failure-terminal", help="An unparsable reply ends its path (default: no)."),
         aggregate: Optional[str] = typer.Option(None, help="majority (default), value_weighted or best_value."),
         value_model: Optional[Path] = typer.Option(None, help="MCTS: a value model dir (notebook-agent train value) scoring new nodes."),
+        value_nodes: Optional[str] = typer.Option(None, help="MCTS: nodes the value model scores: all (default) or terminal (answered ones only)."),
         max_wall: Optional[float] = typer.Option(None, help="Seconds for the whole search."),
         max_tokens: Optional[int] = typer.Option(None, help="Model tokens for the whole search."),
         max_live: Optional[int] = typer.Option(None, help=f"Kernels alive at once at most (the worst open leaves are pruned; default {S.max_live_sessions})."),
@@ -69,7 +70,7 @@ def register(app: typer.Typer) -> None:
                                 max_wall_s=max_wall),
             c_puct=c_puct, k=k, max_depth=max_depth, parse_failure_terminal=parse_failure_terminal,
             iterations=iterations, max_wall_s=max_wall, max_tokens=max_tokens, max_live_sessions=max_live,
-            aggregate=aggregate)
+            aggregate=aggregate, value_nodes=value_nodes)
         session_config = config_or_fail(console, SessionConfig, backend="forking", sandbox=sandbox)
         if value_model is not None and not value_model.is_dir():
             fail(console, f"value model not found: {value_model}")

@@ -9,6 +9,7 @@ from typing import Literal
 from ..agent.config import AgentConfig
 
 Aggregation = Literal["majority", "value_weighted", "best_value"]
+ValueNodes = Literal["all", "terminal"]
 SEARCH_TEMPERATURE = 0.8  # children must differ: sampling, not greedy
 
 
@@ -42,6 +43,9 @@ class SearchConfig:
     logprobs: bool = True               # ask for token log-probabilities (the prior)
     max_live_sessions: int = 32         # open leaves holding a kernel; beyond, the worst are pruned
     aggregate: Aggregation = "majority"  # how the answer is chosen among candidates
+    #: which new nodes a value model scores: "all" (inner and answered ones) or "terminal"
+    #: (answered ones only, as JUPITER's released inference code does; inner nodes get 0)
+    value_nodes: ValueNodes = "all"
 
     @classmethod
     def collection(cls, **overrides: object) -> SearchConfig:
@@ -61,3 +65,5 @@ class SearchConfig:
             raise ValueError("max_live_sessions must be >= k")
         if self.aggregate not in ("majority", "value_weighted", "best_value"):
             raise ValueError(f"unknown aggregation {self.aggregate!r}: majority, value_weighted or best_value")
+        if self.value_nodes not in ("all", "terminal"):
+            raise ValueError(f"unknown value_nodes {self.value_nodes!r}: all or terminal")

@@ -205,7 +205,7 @@ class _Search:
                 n.value = FAILED
             elif n.terminal and self.reward_scorer is not None:
                 n.value = terminal_reward(self.task, self.reward_scorer, n.answer)
-            elif self.value_scorer is not None:
+            elif self.value_scorer is not None and (n.terminal or self.config.value_nodes == "all"):
                 to_score.append(n)
             else:
                 n.value = NEUTRAL

@@ -6,7 +6,8 @@ the fraction of sub-answers right, or -1 when none is right (JUPITER's reward). 
 terminal node (too many errors, depth limit, unparsable reply, no tool call) gets -1.
 
 Inference: a `ValueScorer` (the training issue's value model implements it) scores new nodes,
-terminal answered ones included; failed terminal nodes still get -1. Without one (the
+terminal answered ones included (`SearchConfig.value_nodes="terminal"`: only those, inner
+nodes get 0, as in JUPITER's released inference code); failed terminal nodes still get -1. Without one (the
 ablation), new open nodes and answered terminal nodes get 0: the search is guided only by
 failures (-1) and the prior, with no rollouts.
 """

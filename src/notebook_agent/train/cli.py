@@ -1,7 +1,9 @@
-"""`notebook-agent train sft|value`: fine-tune a policy on traces, a value model on trees.
+"""`notebook-agent train sft|value|value-eval`: fine-tune a policy on traces, a value model
+on trees or attempts, and measure the value model on held-out states.
 
     notebook-agent train sft --model smollm2-135m --dataset traces.jsonl --out runs/sft
-    notebook-agent train value --model runs/sft --trees trees/ --out runs/value
+    notebook-agent train value --model runs/sft --trees trees/ --runs runs/teacher --out runs/value
+    notebook-agent train value-eval --model runs/value --runs runs/teacher-heldout --out value-eval.json
 
 Both end with one JSON line (what was trained, losses, where it was saved). torch, TRL, peft
 and datasets are imported only when a command runs (`pip install 'notebook-agent[train]'`).
@@ -80,8 +82,10 @@ def sft(
 @app.command()
 def value(
     model: str = typer.Option(..., help="backbone: usually the SFT model directory"),
-    trees: str = typer.Option(..., help="a search tree JSON file or a directory of them"),
     out: str = typer.Option(..., help="output directory (load with ValueModel.load)"),
+    trees: Optional[str] = typer.Option(None, help="a search tree JSON file or a directory of them"),
+    runs: Optional[list[str]] = typer.Option(None, "--runs", help="eval run folder(s) over training tasks: every "
+                                             "state of each attempt, valued by its outcome (repeatable)"),
     template: str | None = None,
     codec: str | None = None,
     epochs: int = 3,
@@ -94,13 +98,14 @@ def value(
     freeze_backbone: bool = typer.Option(False, help="train the head only"),
     seed: int = 0,
 ) -> None:
-    """Value model: mean-pooled last hidden state -> linear -> tanh, MSE to node Q."""
+    """Value model: mean-pooled last hidden state -> linear -> tanh, MSE to node Q or outcome."""
     _need_train_extra()
     from .sft import LoraSettings
     from .value_train import ValueSettings, train_value
 
     try:
-        result = train_value(ValueSettings(model=model, trees=trees, out=out, template=template, codec=codec,
+        result = train_value(ValueSettings(model=model, trees=trees, runs=list(runs or []), out=out,
+                                           template=template, codec=codec,
                                            epochs=epochs, learning_rate=lr, head_learning_rate=head_lr,
                                            batch_size=batch_size, max_length=max_length,
                                            paths_per_class=paths_per_class, lora=LoraSettings() if lora else None,
@@ -110,6 +115,61 @@ def value(
         raise typer.Exit(1)
     print(json.dumps({"out": str(result.out), "examples": result.examples, "mse_before": result.mse_before,
                       "mse_after": result.mse_after, "wall_s": result.wall_s}))
+
+
+@app.command("value-eval")
+def value_eval(
+    model: str = typer.Option(..., help="a value model directory (train value)"),
+    runs: list[str] = typer.Option(..., "--runs", help="eval run folder(s) over held-out tasks (repeatable)"),
+    out: Optional[str] = typer.Option(None, help="write the report (JSON, with every state's score) here"),
+    include_root: bool = typer.Option(False, help="also score the state before the first reply"),
+    bootstrap: int = typer.Option(1000, help="bootstrap resamples of attempts for the AUC interval (0: none)"),
+    batch_size: int = 8,
+) -> None:
+    """AUC (overall and at depths 1, 3, 5) and calibration of a value model on held-out states,
+    beside the no-training heuristic "the latest output is not an error"."""
+    _need_train_extra()
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..models.value_model import ValueModel
+    from .value_data import load_run_examples
+    from .value_eval import evaluate_value
+
+    try:
+        examples = load_run_examples(runs)
+        vm = ValueModel.load(model)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise typer.Exit(1)
+    report = evaluate_value(lambda batch: vm.score(batch, batch_size), examples, bootstrap=bootstrap)
+    report["value_model"], report["runs"] = model, runs
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=1))
+
+    def fmt(r: dict) -> str:
+        if r.get("auc") is None:
+            return "-"
+        ci = r.get("auc_ci")
+        return f"{r['auc']:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+    table = Table(title=f"value model on {report['model']['states']} held-out states "
+                        f"({report['model']['positive']} positive, {report['model']['attempts']} attempts)")
+    for col in ("states", "n", "positive", "AUC value model", "AUC last output ok", "MSE value model"):
+        table.add_column(col)
+    rows = [("all", report["model"], report["heuristic_last_output_ok"])]
+    rows += [(f"depth {d}", r, report["heuristic_last_output_ok"]["by_depth"][d]) for d, r in report["model"]["by_depth"].items()]
+    for name, r, h in rows:
+        table.add_row(name, str(r["states"]), str(r["positive"]),
+                      fmt(r), fmt(h), f"{r['mse']:.3f}")
+    Console(stderr=True).print(table)
+    summary = {k: report["model"][k] for k in ("states", "positive", "attempts", "auc", "auc_ci", "mse")}
+    summary["auc_by_depth"] = {d: r["auc"] for d, r in report["model"]["by_depth"].items()}
+    summary["heuristic_auc"] = report["heuristic_last_output_ok"]["auc"]
+    print(json.dumps(summary))
 
 
 @app.command("export-gguf")

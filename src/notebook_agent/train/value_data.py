@@ -1,6 +1,6 @@
-"""Value-model examples from search trees, as JUPITER builds them.
+"""Value-model examples: from search trees, as JUPITER builds them, and from agent attempts.
 
-From each tree: sample terminal paths that ended correct (reward > 0) and incorrect
+Trees. From each tree: sample terminal paths that ended correct (reward > 0) and incorrect
 (reward <= 0), take every node on those paths (the terminal node and its ancestors), and use
 the node's Q (mean backed-up value, in [-1, 1]) as its target. An unvisited terminal node
 uses its own reward.
@@ -8,6 +8,12 @@ uses its own reward.
 `read_tree` is the only function that knows the tree JSON (search/tree.py's export:
 `{"format": "notebook-agent-tree", "nodes": [{id, parent, depth, messages, visits,
 value_sum, q, value, terminal, answer, ...}]}`); align it there if the export changes.
+
+Attempts. An eval run's records (`eval run TASKS --out RUN`, e.g. the teacher's job on
+generated training tasks) hold whole trajectories and verdicts: every prefix state of an
+attempt (after each tool result, and the final reply) is an example whose target is the
+attempt's outcome, JUPITER's reward (fraction of sub-answers right, else -1). Train on runs
+over training tasks only: a benchmark's states would leak it into the search that uses them.
 """
 
 from __future__ import annotations
@@ -39,8 +45,9 @@ class TreeNode:
 class ValueExample:
     messages: list[dict[str, Any]]
     target: float
-    tree: str = ""
+    tree: str = ""           # where it came from: a tree file, or RUN#task for an attempt
     node: int = -1
+    depth: int = -1          # model turns in the state
 
 
 def _tree_json(path: str | Path) -> dict[str, Any]:
@@ -97,7 +104,7 @@ def tree_examples(nodes: list[TreeNode], paths_per_class: int = 4, include_root:
                 seen.add(cur.id)
                 target = cur.q if cur.q is not None else cur.reward
                 if target is not None and cur.messages:
-                    out.append(ValueExample(cur.messages, max(-1.0, min(1.0, float(target))), name, cur.id))
+                    out.append(ValueExample(cur.messages, max(-1.0, min(1.0, float(target))), name, cur.id, cur.depth))
             cur = by_id.get(cur.parent) if cur.parent is not None else None
     return out
 
@@ -124,4 +131,48 @@ def load_value_examples(trees: str | Path, paths_per_class: int = 4, include_roo
         hint = (" (they were grown without rewards: collect training trees with "
                 "`notebook-agent eval run TASKS --search mcts --collect`)" if unrewarded == len(files) else "")
         raise ValueError(f"{path}: the trees hold no scored terminal paths to learn from{hint}")
+    return out
+
+
+def outcome_reward(record: dict[str, Any]) -> float:
+    """An attempt's reward as JUPITER's collection defines it: fraction right, else -1."""
+    return float(record.get("fraction") or 0.0) if record.get("n_right") else -1.0
+
+
+def attempt_examples(messages: list[dict[str, Any]], target: float, include_root: bool = False,
+                     name: str = "") -> list[ValueExample]:
+    """Every prefix state of one attempt, each with `target`: after each tool result once the
+    model has replied, and the whole attempt (the root, before any reply, with `include_root`)."""
+    first = next((i for i, m in enumerate(messages) if m.get("role") == "assistant"), len(messages))
+    cuts = [first] if include_root and first else []
+    cuts += [i + 1 for i, m in enumerate(messages) if i >= first and m.get("role") == "tool"]
+    cuts.append(len(messages))
+    out: list[ValueExample] = []
+    for end in sorted(set(c for c in cuts if c)):
+        depth = sum(m.get("role") == "assistant" for m in messages[:end])
+        if depth or include_root:
+            out.append(ValueExample(messages[:end], target, name, node=end, depth=depth))
+    return out
+
+
+def load_run_examples(runs: list[str | Path], include_root: bool = False) -> list[ValueExample]:
+    """Examples from the attempts in eval run folders (RUN/results.jsonl); runs with a
+    resumed scorer keep their latest verdicts."""
+    out: list[ValueExample] = []
+    for run in map(Path, runs):
+        results = run / "results.jsonl"
+        if not results.is_file():
+            raise ValueError(f"{run}: no results.jsonl (not an eval run folder)")
+        latest: dict[str, dict[str, Any]] = {}
+        for line in results.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                latest[str(rec["id"])] = rec
+        for tid, rec in latest.items():
+            messages = (rec.get("trajectory") or {}).get("messages") or []
+            if rec.get("correct") is None or not messages:
+                continue  # unscored (no gold answer) or no trajectory kept
+            out.extend(attempt_examples(messages, outcome_reward(rec), include_root, f"{run.name}#{tid}"))
+    if not out:
+        raise ValueError(f"{', '.join(map(str, runs))}: no scored attempts with trajectories")
     return out

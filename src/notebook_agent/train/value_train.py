@@ -1,23 +1,25 @@
-"""Train a value model on search trees: MSE between tanh(head(mean-pooled state)) and node Q."""
+"""Train a value model on search trees (node Q) and/or agent attempts (their outcome): MSE
+between tanh(head(mean-pooled state)) and the target."""
 
 from __future__ import annotations
 
 import json
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .sft import LoraSettings
-from .value_data import ValueExample, load_value_examples
+from .value_data import ValueExample, load_run_examples, load_value_examples
 
 
 @dataclass
 class ValueSettings:
     model: str                       # the SFT model (or any causal LM) used as the backbone
-    trees: str                       # a tree JSON file or a directory of them
     out: str
+    trees: str | None = None         # a tree JSON file or a directory of them
+    runs: list[str] = field(default_factory=list)  # eval run folders: every state of each attempt
     template: str | None = None      # family or .jinja path; None: detected
     codec: str | None = None         # None: the family's codec (or the SFT model's recorded one)
     epochs: int = 3
@@ -52,7 +54,7 @@ def build_value_model(s: ValueSettings) -> Any:
     from ..models.value_model import ValueModel, ValueModelConfig
 
     use_cuda = torch.cuda.is_available()
-    bf16 = use_cuda if s.bf16 is None else s.bf16
+    bf16 = use_cuda if s.bf16 is None else s.bf16  # CPU: fp32, as ValueModel.load scores there
     tokenizer = load_tokenizer(s.model)
     backbone = load_model(s.model, dtype=torch.bfloat16 if bf16 else torch.float32)
     meta = read_meta(s.model) if Path(s.model).is_dir() else {}
@@ -76,7 +78,8 @@ def mse(model: Any, examples: list[ValueExample], batch_size: int = 8) -> float:
 
 
 def fit(model: Any, examples: list[ValueExample], s: ValueSettings) -> list[float]:
-    """The training loop (AdamW, MSE); returns the loss of every step."""
+    """The training loop (AdamW, MSE); returns the loss of every step. With the backbone
+    frozen, each state goes through it once: the head trains on the cached pooled states."""
     import torch
 
     torch.manual_seed(s.seed)
@@ -87,16 +90,20 @@ def fit(model: Any, examples: list[ValueExample], s: ValueSettings) -> list[floa
     if body:
         groups.append({"params": body, "lr": s.learning_rate})
     opt = torch.optim.AdamW(groups, weight_decay=0.0)
+    cached = None if body else model.features([e.messages for e in examples], s.batch_size)
+    targets = torch.tensor([e.target for e in examples], device=model.device)
     model.train()
     losses = []
     order = list(range(len(examples)))
     for _ in range(s.epochs):
         rng.shuffle(order)
         for i in range(0, len(order), s.batch_size):
-            chunk = [examples[j] for j in order[i: i + s.batch_size]]
-            pred = model(**model.encode([e.messages for e in chunk]))
-            target = torch.tensor([e.target for e in chunk], device=pred.device)
-            loss = torch.nn.functional.mse_loss(pred, target)
+            chunk = order[i: i + s.batch_size]
+            if cached is None:
+                pred = model(**model.encode([examples[j].messages for j in chunk]))
+            else:
+                pred = model.value(cached[chunk])
+            loss = torch.nn.functional.mse_loss(pred, targets[chunk])
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
@@ -106,15 +113,24 @@ def fit(model: Any, examples: list[ValueExample], s: ValueSettings) -> list[floa
     return losses
 
 
+def load_examples(s: ValueSettings) -> list[ValueExample]:
+    """The training states: sampled tree paths and every state of the runs' attempts."""
+    if not s.trees and not s.runs:
+        raise ValueError("give search trees, eval runs, or both")
+    examples = load_value_examples(s.trees, s.paths_per_class, s.include_root, s.seed) if s.trees else []
+    return examples + (load_run_examples(s.runs, s.include_root) if s.runs else [])
+
+
 def train_value(s: ValueSettings) -> ValueResult:
     t0 = time.time()
-    examples = load_value_examples(s.trees, s.paths_per_class, s.include_root, s.seed)
+    examples = load_examples(s)
     model = build_value_model(s)
     before = mse(model, examples, s.batch_size)
     losses = fit(model, examples, s)
     after = mse(model, examples, s.batch_size)
     out = model.save(s.out)
     (out / "value_train.json").write_text(json.dumps({"settings": asdict(s), "examples": len(examples),
+                                                      "positive": sum(e.target > 0 for e in examples),
                                                       "mse_before": before, "mse_after": after, "losses": losses},
                                                      indent=1, default=str))
     return ValueResult(out, len(examples), before, after, losses, time.time() - t0)

@@ -1,0 +1,127 @@
+"""Value data from agent attempts (eval run records) and the value model's measurement.
+
+The runs are real: the eval runner with a real kernel on examples/sales.csv; the policy is
+scripted (bookkeeping), half of its answers right and half wrong after a failing cell."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from notebook_agent.train.value_data import attempt_examples, load_run_examples, outcome_reward
+from notebook_agent.train.value_eval import (
+    auc,
+    calibration,
+    cluster_bootstrap_auc,
+    evaluate_scores,
+    last_output_ok,
+)
+
+SALES = Path(__file__).resolve().parents[2] / "examples" / "sales.csv"
+
+
+async def _run(out: Path, n: int) -> None:
+    from notebook_agent.agent.loop import AgentConfig
+    from notebook_agent.eval.runner import run_eval
+    from notebook_agent.models.scripted import ScriptedModel, call
+    from notebook_agent.tasks.scoring import get_scorer
+    from notebook_agent.tasks.task import Task
+
+    import pandas as pd
+
+    rows = len(pd.read_csv(SALES))
+    tasks = [Task(id=f"t{i}", question="How many orders are there?", files=[SALES], format="@orders[n]",
+                  answer=f"@orders[{rows}]") for i in range(n)]
+    script = []
+    for i in range(n):
+        script.append(call("execute_code", comment="Load the table.",
+                           code="import pandas as pd\ndf = pd.read_csv('sales.csv')\nprint(df.shape)"))
+        if i % 2:  # a wrong attempt: a failing cell, then a made-up answer
+            script.append(call("execute_code", comment="Count the orders.", code="print(df.order_count.sum())"))
+            script.append(call("final_answer", answer="@orders[7]"))
+        else:
+            script.append(call("execute_code", comment="Count the orders.", code="print(len(df))"))
+            script.append(lambda msgs: call("final_answer", answer=f"@orders[{msgs[-1]['content'].strip()}]"))
+    await run_eval(tasks, ScriptedModel(script), out, scorer=get_scorer("dabench"), agent_config=AgentConfig(max_turns=4),
+                   workers=1, progress=False, settings={"benchmark": "test:sales", "model": "scripted"})
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("run") / "teacher"
+    asyncio.run(_run(d, 4))
+    return d
+
+
+def test_every_state_of_an_attempt_carries_its_outcome(run_dir):
+    recs = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    assert [r["correct"] for r in recs] == [True, False, True, False]
+    assert [outcome_reward(r) for r in recs] == [1.0, -1.0, 1.0, -1.0]
+    messages = recs[0]["trajectory"]["messages"]
+    exs = attempt_examples(messages, 1.0, name="r#t0")
+    # after each tool result, and the whole attempt; depth = model turns so far
+    assert [e.depth for e in exs] == sorted(e.depth for e in exs) and exs[0].depth == 1
+    assert exs[-1].messages == messages and all(e.target == 1.0 for e in exs)
+    assert all(e.messages[-1]["role"] == "tool" for e in exs[:-1])
+    assert [len(e.messages) for e in exs] == sorted({len(e.messages) for e in exs})  # no state twice
+    with_root = attempt_examples(messages, 1.0, include_root=True)
+    assert with_root[0].depth == 0 and [m["role"] for m in with_root[0].messages] == ["system", "user"]
+
+    examples = load_run_examples([run_dir])
+    assert {e.tree for e in examples} == {f"teacher#t{i}" for i in range(4)}
+    assert {e.target for e in examples if e.tree.endswith(("t0", "t2"))} == {1.0}
+    assert {e.target for e in examples if e.tree.endswith(("t1", "t3"))} == {-1.0}
+    with pytest.raises(ValueError, match="not an eval run folder"):
+        load_run_examples([run_dir.parent / "missing"])
+
+
+def test_auc_and_calibration_against_hand_computed_cases():
+    # pairs (pos, neg): (.9,.8) (.9,.1) (.3,.8) (.3,.1): 3 of 4 ordered right
+    assert auc([0.9, 0.8, 0.3, 0.1], [True, False, True, False]) == 0.75
+    assert auc([0.5, 0.5], [True, False]) == 0.5  # a tie counts one half
+    assert auc([0.1, 0.9], [True, False]) == 0.0
+    assert auc([0.1, 0.9], [True, True]) is None
+    # perfectly separated clusters: every resample has AUC 1
+    assert cluster_bootstrap_auc([0.9, 0.8, -0.5, -0.7], [True, True, False, False], ["a", "a", "b", "b"], n=200) \
+        == (1.0, 1.0)
+    bins = calibration([-0.9, -0.8, 0.7, 1.0], [-1.0, 1.0, 1.0, 1.0], bins=2)
+    assert bins == [{"bin": [-1.0, 0.0], "n": 2, "mean_score": pytest.approx(-0.85), "mean_target": 0.0,
+                     "positive_rate": 0.5},
+                    {"bin": [0.0, 1.0], "n": 2, "mean_score": pytest.approx(0.85), "mean_target": 1.0,
+                     "positive_rate": 1.0}]
+
+
+def test_the_error_heuristic_reads_the_latest_output(run_dir):
+    examples = load_run_examples([run_dir])
+    wrong_after_error = [e for e in examples if e.target < 0 and e.depth == 2]
+    assert wrong_after_error and all(last_output_ok(e.messages) == -1.0 for e in wrong_after_error)
+    report = evaluate_scores([last_output_ok(e.messages) for e in examples], examples, bootstrap=100)
+    assert report["states"] == len(examples) and report["attempts"] == 4
+    assert report["by_depth"]["1"]["auc"] == 0.5  # at depth 1 every attempt has only loaded the table
+    assert report["by_depth"]["3"]["states"] == 4
+
+
+def test_value_model_trains_on_attempts_and_is_measured(tiny_model_dir, run_dir, tmp_path):
+    """`train value --runs` (frozen backbone: the head learns on cached pooled states), then
+    `train value-eval` on the same states: a report with the AUC by depth."""
+    from typer.testing import CliRunner
+
+    from notebook_agent.cli import app
+
+    r = CliRunner().invoke(app, ["train", "value", "--model", str(tiny_model_dir), "--runs", str(run_dir),
+                                 "--out", str(tmp_path / "v"), "--epochs", "60", "--head-lr", "0.05",
+                                 "--max-length", "96", "--freeze-backbone"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["examples"] == len(load_run_examples([run_dir])) and res["mse_after"] < res["mse_before"]
+    r = CliRunner().invoke(app, ["train", "value-eval", "--model", str(tmp_path / "v"), "--runs", str(run_dir),
+                                 "--out", str(tmp_path / "eval.json"), "--bootstrap", "50"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert summary["states"] == res["examples"] and summary["positive"] == report["model"]["positive"] > 0
+    assert summary["auc"] > 0.5  # it saw these states: it separates them better than chance
+    assert len(report["scores"]) == summary["states"] and set(summary["auc_by_depth"]) == {"1", "3"}
