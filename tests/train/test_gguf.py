@@ -51,10 +51,29 @@ def test_without_the_qk_permutation_the_check_fails(base, smollm2_path, tmp_path
     """The row order of Q and K is what makes the export right: skipping it must show."""
     from notebook_agent.train import gguf
 
-    monkeypatch.setattr(gguf, "PERMUTED", set())
+    monkeypatch.setitem(gguf.ARCHS, "llama", gguf.Arch(permute_qk=False))
     path = gguf.export_gguf(base.state_dict(), smollm2_path, tmp_path / "bad.gguf")
     toks, got = last_logits_llama(path)
     assert np.abs(got - reference(base, toks)).max() > 1.0
+
+
+def test_gemma3_export_gives_the_transformers_logits(tmp_path, monkeypatch):
+    """Gemma 3 270M: its own tensor names, and norms stored as (1 + w) the way llama.cpp
+    applies them; without the offset the logits are far off."""
+    from notebook_agent.models import registry
+    from notebook_agent.train import gguf
+    from notebook_agent.train.base_model import load_model
+
+    src = registry.pull("gemma3-270m", progress=False)
+    model = load_model(str(src))
+    path = gguf.export_gguf(model.state_dict(), src, tmp_path / "g.gguf")
+    toks, got = last_logits_llama(path)
+    want = reference(model, toks)
+    assert got.argmax() == want.argmax()
+    assert np.corrcoef(got, want)[0, 1] > 0.999
+    monkeypatch.setitem(gguf.ARCHS, "gemma3", gguf.Arch(names=gguf.GEMMA3_NAMES))
+    bad = gguf.export_gguf(model.state_dict(), src, tmp_path / "bad.gguf")
+    assert np.corrcoef(last_logits_llama(bad)[1], want)[0, 1] < 0.99
 
 
 def test_an_architecture_without_known_names_is_refused(tmp_path):
@@ -62,11 +81,11 @@ def test_an_architecture_without_known_names_is_refused(tmp_path):
 
     from notebook_agent.train.gguf import GGUFExportError, export_gguf
 
-    w = g.GGUFWriter(str(tmp_path / "other.gguf"), arch="gemma3")
+    w = g.GGUFWriter(str(tmp_path / "other.gguf"), arch="phi3")
     w.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    with pytest.raises(GGUFExportError, match="gemma3"):
+    with pytest.raises(GGUFExportError, match="phi3"):
         export_gguf({}, tmp_path / "other.gguf", tmp_path / "out.gguf")

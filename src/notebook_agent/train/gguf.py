@@ -4,13 +4,14 @@ times faster than transformers (BENCHMARKS.md) and batches, constrains and cache
 No converter from the llama.cpp repository is needed: the model was trained from a GGUF file
 (`train sft --model smollm2-135m`), so that file already holds the metadata and tokenizer. Its
 key/values are copied, and each of its tensors is replaced by the trained weight of the same
-role, in F16 (norms stay F32). Llama-family models only (SmolLM2, Qwen2, Llama), whose GGUF
-tensor names and Q/K row order are fixed by llama.cpp.
+role, in F16 (norms stay F32). Architectures whose GGUF tensor names and layout llama.cpp
+fixes and that are listed in `ARCHS`: Llama (SmolLM2), Qwen2, Gemma 3.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,21 +35,42 @@ NAMES = {
     "model.layers.{i}.mlp.up_proj.weight": "blk.{i}.ffn_up.weight",
     "model.layers.{i}.mlp.down_proj.weight": "blk.{i}.ffn_down.weight",
 }
-ARCHS = {"llama", "qwen2"}
-# llama.cpp's `llama` architecture stores Q and K rows interleaved per head (its converter
-# permutes them); transformers un-permutes on load, so the export permutes back.
-PERMUTED = {"llama"}
+# Gemma 3 has four norms per layer and norms on Q and K; its attention norm after the block is
+# `post_attention_norm`, and the norm before the MLP is the one llama.cpp calls `ffn_norm`.
+GEMMA3_NAMES = {
+    **NAMES,
+    "model.layers.{i}.post_attention_layernorm.weight": "blk.{i}.post_attention_norm.weight",
+    "model.layers.{i}.pre_feedforward_layernorm.weight": "blk.{i}.ffn_norm.weight",
+    "model.layers.{i}.post_feedforward_layernorm.weight": "blk.{i}.post_ffw_norm.weight",
+    "model.layers.{i}.self_attn.q_norm.weight": "blk.{i}.attn_q_norm.weight",
+    "model.layers.{i}.self_attn.k_norm.weight": "blk.{i}.attn_k_norm.weight",
+}
+
+
+@dataclass(frozen=True)
+class Arch:
+    """How one llama.cpp architecture stores a transformers model's weights."""
+
+    names: dict[str, str] = field(default_factory=lambda: NAMES)
+    #: Q and K rows interleaved per head: llama.cpp's converter permutes them for `llama`, and
+    #: transformers un-permutes on load, so the export permutes back
+    permute_qk: bool = False
+    #: added to every norm weight: Gemma's RMSNorm scales by (1 + w), llama.cpp's by w
+    norm_offset: float = 0.0
+
+
+ARCHS = {"llama": Arch(permute_qk=True), "qwen2": Arch(), "gemma3": Arch(names=GEMMA3_NAMES, norm_offset=1.0)}
 
 
 class GGUFExportError(ValueError):
     pass
 
 
-def gguf_name(hf_name: str) -> str | None:
+def gguf_name(hf_name: str, names: dict[str, str] = NAMES) -> str | None:
     m = re.match(r"model\.layers\.(\d+)\.(.*)", hf_name)
     if m:
-        return NAMES.get(f"model.layers.{{i}}.{m.group(2)}", "").replace("{i}", m.group(1)) or None
-    return NAMES.get(hf_name)
+        return names.get(f"model.layers.{{i}}.{m.group(2)}", "").replace("{i}", m.group(1)) or None
+    return names.get(hf_name)
 
 
 def permute(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -68,19 +90,22 @@ def export_gguf(state: dict[str, Any], base_gguf: str | Path, out: str | Path, n
     arch = field_value(reader.get_field(gguf.Keys.General.ARCHITECTURE))
     if arch not in ARCHS:
         raise GGUFExportError(f"GGUF export supports {sorted(ARCHS)} models, not {arch!r}")
+    spec = ARCHS[arch]
     n_head = int(field_value(reader.get_field(f"{arch}.attention.head_count")))
     kv_field = reader.get_field(f"{arch}.attention.head_count_kv")
     n_head_kv = int(field_value(kv_field)) if kv_field else n_head
     weights: dict[str, np.ndarray] = {}
     for hf_name, tensor in state.items():
-        target = gguf_name(hf_name)
+        target = gguf_name(hf_name, spec.names)
         if target is None:
             continue
         w = tensor.detach().float().cpu().numpy()
-        if arch in PERMUTED and target.endswith("attn_q.weight"):
+        if spec.permute_qk and target.endswith("attn_q.weight"):
             w = permute(w, n_head)
-        elif arch in PERMUTED and target.endswith("attn_k.weight"):
+        elif spec.permute_qk and target.endswith("attn_k.weight"):
             w = permute(w, n_head_kv)
+        elif spec.norm_offset and target.endswith("norm.weight"):
+            w = w + spec.norm_offset
         weights[target] = w
     wanted = [t.name for t in reader.tensors]
     missing = [t for t in wanted if t not in weights]
