@@ -17,6 +17,7 @@ benchmark's official scorer. They print a table, then (last line) one JSON objec
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import re
@@ -125,6 +126,22 @@ async def accuracy(args: argparse.Namespace, tasks: list[Task]) -> dict[str, Any
             "model": args.model, "machine": platform.platform()}
 
 
+def engine_counters(model: Any) -> dict[str, int] | None:
+    """The batching engine's counters (in-process llama.cpp models), or None."""
+    engine = getattr(model, "engine", None)
+    return dataclasses.asdict(engine.stats) if engine is not None else None
+
+
+def engine_delta(before: dict[str, int] | None, after: dict[str, int] | None) -> dict[str, float] | None:
+    """What one run cost the engine: prompt tokens evaluated and taken from cache, tokens
+    generated, steps, and tokens per step (how much each llama_decode batched)."""
+    if before is None or after is None:
+        return None
+    d = {k: after[k] - before[k] for k in ("steps", "batch_tokens", "prompt_tokens", "cached_tokens", "generated")}
+    d["tokens_per_step"] = d["batch_tokens"] / max(1, d["steps"])
+    return d
+
+
 async def scaling(args: argparse.Namespace, tasks: list[Task]) -> dict[str, Any]:
     model = get_model(args.model, max(args.workers_list))
     by: dict[str, Any] = {}
@@ -136,18 +153,24 @@ async def scaling(args: argparse.Namespace, tasks: list[Task]) -> dict[str, Any]
         for w in args.workers_list:
             out = Path(args.out) / f"w{w}"
             shutil.rmtree(out, ignore_errors=True)  # a resumed run would fake the throughput
+            before = engine_counters(model)
             summary, wall = await one_run(tasks, model, out, w, args)
             recs = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
             by[str(w)] = {"minutes": wall / 60, "tasks_per_min": len(tasks) / (wall / 60),
                           "mean_task_s": sum(r["wall_s"] for r in recs) / len(recs), "abq": summary.metrics.abq,
-                          "statuses": summary.status_counts}
+                          "statuses": summary.status_counts, "engine": engine_delta(before, engine_counters(model))}
     finally:
         await model.aclose()
     base = by[str(args.workers_list[0])]["tasks_per_min"]
+    def eng(d: dict[str, Any], key: str, fmt: str = "{:.0f}") -> str:
+        return fmt.format(d["engine"][key]) if d.get("engine") else "-"
+
     print_table(f"throughput on {len(tasks)} tasks with {args.model}", ["workers", "minutes", "tasks/min",
-                "speedup", "mean task s", "ABQ %"],
+                "speedup", "mean task s", "ABQ %", "prompt tok evaluated", "prompt tok cached", "generated",
+                "tokens/step"],
                 [[w, f"{d['minutes']:.2f}", f"{d['tasks_per_min']:.2f}", f"{d['tasks_per_min'] / base:.2f}",
-                  f"{d['mean_task_s']:.1f}", f"{100 * d['abq']:.0f}"] for w, d in by.items()])
+                  f"{d['mean_task_s']:.1f}", f"{100 * d['abq']:.0f}", eng(d, "prompt_tokens"), eng(d, "cached_tokens"),
+                  eng(d, "generated"), eng(d, "tokens_per_step", "{:.2f}")] for w, d in by.items()])
     return {"tasks": len(tasks), "by_workers": by, "speedup_max": max(d["tasks_per_min"] for d in by.values()) / base,
             "model": args.model, "machine": platform.platform()}
 
