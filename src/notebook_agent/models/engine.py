@@ -11,9 +11,8 @@ in its own thread; callers `submit` requests from any thread and wait on a futur
   stop strings and log-probabilities.
 - The n samples of one request evaluate the prompt once: the others copy its KV cells.
 - A slot keeps what it evaluated after its request ends; a new request takes the free slot
-  whose cache shares the longest prefix with its prompt, so a conversation's next turn (and a
-  new conversation with the same system prompt) only evaluates the new tokens; a prompt that
-  shares no real prefix takes the emptiest slot and leaves the others' prefixes alone.
+  whose cache shares the longest prefix with its prompt (a next turn, or the same system
+  prompt, evaluates only the new tokens; an unrelated prompt takes the emptiest slot).
 - Prompt-lookup speculation (`speculate > 0`): a decoding sequence proposes the tokens that
   followed the last occurrence of its latest n-gram, all are checked in the same batch, and
   the longest prefix that the sampler itself draws is kept. Exact for any sampler: every
@@ -282,22 +281,15 @@ class BatchEngine:
 
     @staticmethod
     def _common(a: list[int], b: list[int]) -> int:
-        n = 0
-        for x, y in zip(a, b):
-            if x != y:
-                break
-            n += 1
-        return n
+        """Length of the common prefix."""
+        return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
     def _pick_slot(self, free: list[_Slot], tokens: list[int]) -> _Slot:
-        """The free slot whose cache shares the longest prefix with the prompt. When none shares
-        a real part of it (at least half the prompt, or 64 tokens: more than a chat template's
-        opening), the emptiest, least recently used one: an unrelated prompt must not evict a
-        long prefix that the next requests would reuse."""
+        """The free slot sharing the longest prefix with the prompt; if none shares a real part
+        (half the prompt, or 64 tokens), the emptiest: it must not evict a reusable prefix."""
         best = max(free, key=lambda s: (self._common(s.cached, tokens), -s.used))
-        if self._common(best.cached, tokens) >= min(64, len(tokens) // 2):
-            return best
-        return min(free, key=lambda s: (len(s.cached), s.used))
+        ok = self._common(best.cached, tokens) >= min(64, len(tokens) // 2)
+        return best if ok else min(free, key=lambda s: (len(s.cached), s.used))
 
     def _start(self, req: Request, slot: _Slot) -> None:
         lc = self._lc
