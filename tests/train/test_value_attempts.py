@@ -104,6 +104,21 @@ def test_the_error_heuristic_reads_the_latest_output(run_dir):
     assert report["by_depth"]["3"]["states"] == 4
 
 
+def test_value_eval_without_a_model_scores_the_heuristic(run_dir):
+    from typer.testing import CliRunner
+
+    from notebook_agent.cli import app
+
+    r = CliRunner().invoke(app, ["train", "value-eval", "--runs", str(run_dir), "--bootstrap", "0"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    examples = load_run_examples([run_dir])
+    assert summary["states"] == len(examples) and summary["auc"] == summary["heuristic_auc"]
+    assert summary["auc"] == evaluate_scores([last_output_ok(e.messages) for e in examples], examples, bootstrap=0)["auc"]
+    bad = CliRunner().invoke(app, ["train", "value-eval", "--runs", str(run_dir.parent / "nope")])
+    assert bad.exit_code == 1 and "not an eval run folder" in bad.output
+
+
 def test_value_model_trains_on_attempts_and_is_measured(tiny_model_dir, run_dir, tmp_path):
     """`train value --runs` (frozen backbone: the head learns on cached pooled states), then
     `train value-eval` on the same states: a report with the AUC by depth."""

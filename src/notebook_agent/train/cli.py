@@ -119,33 +119,41 @@ def value(
 
 @app.command("value-eval")
 def value_eval(
-    model: str = typer.Option(..., help="a value model directory (train value)"),
     runs: list[str] = typer.Option(..., "--runs", help="eval run folder(s) over held-out tasks (repeatable)"),
+    model: Optional[str] = typer.Option(None, help="a value model directory (train value); without it, only the "
+                                        "heuristic is scored"),
     out: Optional[str] = typer.Option(None, help="write the report (JSON, with every state's score) here"),
     include_root: bool = typer.Option(False, help="also score the state before the first reply"),
     bootstrap: int = typer.Option(1000, help="bootstrap resamples of attempts for the AUC interval (0: none)"),
     batch_size: int = 8,
 ) -> None:
     """AUC (overall and at depths 1, 3, 5) and calibration of a value model on held-out states,
-    beside the no-training heuristic "the latest output is not an error"."""
-    _need_train_extra()
+    beside the no-training heuristic "the latest output is not an error" (alone without --model)."""
     from pathlib import Path
 
     from rich.console import Console
     from rich.table import Table
 
-    from ..models.value_model import ValueModel
     from .value_data import load_run_examples
-    from .value_eval import evaluate_value
+    from .value_eval import evaluate_value, last_output_ok
+
+    def heuristic(batch: list) -> list[float]:
+        return [last_output_ok(m) for m in batch]
 
     try:
-        examples = load_run_examples(runs)
-        vm = ValueModel.load(model)
+        examples = load_run_examples(runs, include_root)
+        score = heuristic
+        if model:
+            _need_train_extra()
+            from ..models.value_model import ValueModel
+
+            vm = ValueModel.load(model)
+            score = lambda batch: vm.score(batch, batch_size)  # noqa: E731
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         raise typer.Exit(1)
-    report = evaluate_value(lambda batch: vm.score(batch, batch_size), examples, bootstrap=bootstrap)
-    report["value_model"], report["runs"] = model, runs
+    report = evaluate_value(score, examples, bootstrap=bootstrap)
+    report["value_model"], report["runs"] = model or "none: the heuristic in both columns", runs
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(report, indent=1))
@@ -156,9 +164,9 @@ def value_eval(
         ci = r.get("auc_ci")
         return f"{r['auc']:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
-    table = Table(title=f"value model on {report['model']['states']} held-out states "
+    table = Table(title=f"{'value model' if model else 'heuristic'} on {report['model']['states']} held-out states "
                         f"({report['model']['positive']} positive, {report['model']['attempts']} attempts)")
-    for col in ("states", "n", "positive", "AUC value model", "AUC last output ok", "MSE value model"):
+    for col in ("", "states", "positive", "AUC value model", "AUC last output ok", "MSE"):
         table.add_column(col)
     rows = [("all", report["model"], report["heuristic_last_output_ok"])]
     rows += [(f"depth {d}", r, report["heuristic_last_output_ok"]["by_depth"][d]) for d, r in report["model"]["by_depth"].items()]
