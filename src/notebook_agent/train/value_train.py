@@ -72,12 +72,26 @@ def build_value_model(s: ValueSettings) -> Any:
     return model.to("cuda" if use_cuda else "cpu")
 
 
-def mse(model: Any, examples: list[ValueExample], batch_size: int = 8) -> float:
-    scores = model.score([e.messages for e in examples], batch_size=batch_size)
+def mse(model: Any, examples: list[ValueExample], batch_size: int = 8, features: Any = None) -> float:
+    """Mean squared error of the model's values (from `features`, pooled states, when given)."""
+    if features is not None:
+        import torch
+
+        with torch.no_grad():
+            scores = model.value(features).tolist()
+    else:
+        scores = model.score([e.messages for e in examples], batch_size=batch_size)
     return sum((p - e.target) ** 2 for p, e in zip(scores, examples)) / len(examples)
 
 
-def fit(model: Any, examples: list[ValueExample], s: ValueSettings) -> list[float]:
+def frozen_features(model: Any, examples: list[ValueExample], batch_size: int = 8) -> Any:
+    """The pooled states when the backbone is frozen (they never change), else None."""
+    if any(p.requires_grad for p in model.backbone.parameters()):
+        return None
+    return model.features([e.messages for e in examples], batch_size)
+
+
+def fit(model: Any, examples: list[ValueExample], s: ValueSettings, features: Any = None) -> list[float]:
     """The training loop (AdamW, MSE); returns the loss of every step. With the backbone
     frozen, each state goes through it once: the head trains on the cached pooled states."""
     import torch
@@ -90,7 +104,7 @@ def fit(model: Any, examples: list[ValueExample], s: ValueSettings) -> list[floa
     if body:
         groups.append({"params": body, "lr": s.learning_rate})
     opt = torch.optim.AdamW(groups, weight_decay=0.0)
-    cached = None if body else model.features([e.messages for e in examples], s.batch_size)
+    cached = None if body else (features if features is not None else frozen_features(model, examples, s.batch_size))
     targets = torch.tensor([e.target for e in examples], device=model.device)
     model.train()
     losses = []
@@ -125,9 +139,10 @@ def train_value(s: ValueSettings) -> ValueResult:
     t0 = time.time()
     examples = load_examples(s)
     model = build_value_model(s)
-    before = mse(model, examples, s.batch_size)
-    losses = fit(model, examples, s)
-    after = mse(model, examples, s.batch_size)
+    features = frozen_features(model, examples, s.batch_size)  # computed once for the head-only case
+    before = mse(model, examples, s.batch_size, features)
+    losses = fit(model, examples, s, features)
+    after = mse(model, examples, s.batch_size, features)
     out = model.save(s.out)
     (out / "value_train.json").write_text(json.dumps({"settings": asdict(s), "examples": len(examples),
                                                       "positive": sum(e.target > 0 for e in examples),
