@@ -57,7 +57,10 @@ class ValueModel(nn.Module):
         return ids[-self.config.max_length:]
 
     def encode(self, batch: list[list[dict[str, Any]]]) -> dict[str, torch.Tensor]:
-        rows = [self.token_ids(m) for m in batch]
+        return self.pad([self.token_ids(m) for m in batch])
+
+    def pad(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
+        """Token rows as one right-padded batch with its attention mask."""
         width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
@@ -86,11 +89,12 @@ class ValueModel(nn.Module):
         """Pooled states of many conversations, batched by length (less padding), in input order."""
         was_training = self.training
         self.eval()
-        order = sorted(range(len(batch)), key=lambda i: len(self.token_ids(batch[i])))
+        ids = [self.token_ids(m) for m in batch]  # rendered and tokenized once
+        order = sorted(range(len(batch)), key=lambda i: len(ids[i]))
         rows: list[torch.Tensor] = [torch.empty(0)] * len(batch)
         for i in range(0, len(order), batch_size):
             chunk = order[i: i + batch_size]
-            for j, row in zip(chunk, self.pooled(**self.encode([batch[j] for j in chunk]))):
+            for j, row in zip(chunk, self.pooled(**self.pad([ids[j] for j in chunk]))):
                 rows[j] = row
         self.train(was_training)
         return torch.stack(rows) if rows else torch.empty(0)
