@@ -140,3 +140,33 @@ def test_value_model_trains_on_attempts_and_is_measured(tiny_model_dir, run_dir,
     assert summary["states"] == res["examples"] and summary["positive"] == report["model"]["positive"] > 0
     assert summary["auc"] > 0.5  # it saw these states: it separates them better than chance
     assert len(report["scores"]) == summary["states"] and set(summary["auc_by_depth"]) == {"1", "3"}
+
+
+def test_pooling_reads_the_final_token_whatever_the_padding(tiny_model_dir, run_dir):
+    """"last" pooling takes each row's final real token (not a pad), so a state scores the same
+    alone and in a batch beside a longer one; "mean_last" concatenates both poolings."""
+    import torch
+
+    from notebook_agent.models.value_model import ValueModel, ValueModelConfig
+    from notebook_agent.train.value_train import ValueSettings, build_value_model
+
+    torch.manual_seed(0)
+    examples = load_run_examples([run_dir])
+    model = build_value_model(ValueSettings(model=str(tiny_model_dir), out="unused", max_length=8192, pooling="last"))
+    short, long = sorted((e.messages for e in examples), key=lambda m: len(model.token_ids(m)))[::len(examples) - 1]
+    ids = model.token_ids(short)
+    assert len(ids) < len(model.token_ids(long)) < 8192
+    alone = model.features([short])[0]
+    batched = model.features([short, long])[0]
+    assert torch.allclose(alone, batched, atol=1e-4)
+    hidden = model.backbone(**model.pad([ids]), output_hidden_states=True).hidden_states[-1][0]
+    assert torch.allclose(alone, hidden[len(ids) - 1], atol=1e-4)
+    assert not torch.allclose(alone, hidden[len(ids) - 2], atol=1e-4)
+
+    both = ValueModel(model.backbone, model.tokenizer, ValueModelConfig(template=model.config.template,
+                                                                          codec=model.config.codec, max_length=8192,
+                                                                          pooling="mean_last"))
+    f = both.features([short, long])
+    assert f.shape[1] == 2 * alone.shape[0] and torch.allclose(f[0, alone.shape[0]:], alone, atol=1e-4)
+    with pytest.raises(ValueError, match="pooling"):
+        ValueModel(model.backbone, model.tokenizer, ValueModelConfig(template=model.config.template, pooling="max"))

@@ -1,4 +1,8 @@
-"""The value model: a causal LM backbone, mean-pooled last hidden state, linear, tanh.
+"""The value model: a causal LM backbone, its last hidden state pooled, linear, tanh.
+
+Pooling (`ValueModelConfig.pooling`): "mean" over the tokens; "last", the final token's
+state (the only one that attends to the whole state, as in reward models); "mean_last", both
+concatenated.
 
 `ValueModel.score(batch)` maps conversations (OpenAI-format messages) to values in [-1, 1]
 (search/value.py's `ValueScorer`). It lives in models/ because search loads it at inference;
@@ -22,6 +26,7 @@ from .chat_template import codec_for, render_text, strip_generation_markers
 
 CONFIG_FILE = "value_config.json"
 HEAD_FILE = "value_head.pt"
+POOLINGS = ("mean", "last", "mean_last")
 
 
 @dataclass
@@ -29,6 +34,7 @@ class ValueModelConfig:
     template: str            # chat template the conversations are rendered with (markers allowed)
     codec: str = "react"
     max_length: int = 2048   # keep the most recent tokens: the same at training and inference
+    pooling: str = "mean"    # mean | last | mean_last (see the module docstring)
 
 
 class ValueModel(nn.Module):
@@ -37,7 +43,9 @@ class ValueModel(nn.Module):
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.config = config
-        hidden = backbone.config.get_text_config().hidden_size
+        if config.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {config.pooling!r}")
+        hidden = backbone.config.get_text_config().hidden_size * (2 if config.pooling == "mean_last" else 1)
         self.head = nn.Linear(hidden, 1)
         nn.init.zeros_(self.head.bias)
         nn.init.normal_(self.head.weight, std=0.01 / hidden**0.5)  # starts near 0: a neutral value
@@ -71,12 +79,17 @@ class ValueModel(nn.Module):
         return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
 
     def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The mean of the last hidden state over each row's tokens (the head's input)."""
+        """Each row's last hidden state pooled over its tokens (the head's input; rows are
+        right-padded, so a row's final token is at mask.sum() - 1)."""
         # logits_to_keep=1: the LM head's full-vocabulary logits are not needed, only hidden states
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, logits_to_keep=1)
         last = out.hidden_states[-1]
         m = attention_mask.unsqueeze(-1).to(last.dtype)
-        return (last * m).sum(1) / m.sum(1).clamp(min=1.0)
+        mean = (last * m).sum(1) / m.sum(1).clamp(min=1.0)
+        if self.config.pooling == "mean":
+            return mean
+        end = last[torch.arange(last.shape[0], device=last.device), attention_mask.sum(1).clamp(min=1) - 1]
+        return end if self.config.pooling == "last" else torch.cat([mean, end], dim=-1)
 
     def value(self, pooled: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.head(pooled).squeeze(-1)).float()

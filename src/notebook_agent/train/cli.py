@@ -93,12 +93,14 @@ def value(
     head_lr: float = 1e-3,
     batch_size: int = 8,
     max_length: int = typer.Option(2048, help="most recent tokens kept (same at inference)"),
+    pooling: str = typer.Option("mean", help="what the head reads: mean (of the tokens' states), last (the final "
+                                "token's state) or mean_last (both)"),
     paths_per_class: int = typer.Option(4, help="correct and incorrect terminal paths sampled per tree"),
     lora: bool = False,
     freeze_backbone: bool = typer.Option(False, help="train the head only"),
     seed: int = 0,
 ) -> None:
-    """Value model: mean-pooled last hidden state -> linear -> tanh, MSE to node Q or outcome."""
+    """Value model: pooled last hidden state -> linear -> tanh, MSE to node Q or outcome."""
     _need_train_extra()
     from .sft import LoraSettings
     from .value_train import ValueSettings, train_value
@@ -108,7 +110,7 @@ def value(
                                            template=template, codec=codec,
                                            epochs=epochs, learning_rate=lr, head_learning_rate=head_lr,
                                            batch_size=batch_size, max_length=max_length,
-                                           paths_per_class=paths_per_class, lora=LoraSettings() if lora else None,
+                                           pooling=pooling, paths_per_class=paths_per_class, lora=LoraSettings() if lora else None,
                                            freeze_backbone=freeze_backbone, seed=seed))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

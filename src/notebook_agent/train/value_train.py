@@ -1,5 +1,5 @@
 """Train a value model on search trees (node Q) and/or agent attempts (their outcome): MSE
-between tanh(head(mean-pooled state)) and the target."""
+between tanh(head(pooled state)) and the target."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ class ValueSettings:
     head_learning_rate: float = 1e-3
     batch_size: int = 8
     max_length: int = 2048           # most recent tokens kept, at training and at inference
+    pooling: str = "mean"            # mean | last | mean_last: what the head reads (models/value_model.py)
     paths_per_class: int = 4         # correct and incorrect terminal paths sampled per tree
     include_root: bool = False
     lora: LoraSettings | None = None
@@ -68,7 +69,8 @@ def build_value_model(s: ValueSettings) -> Any:
                                                        target_modules=s.lora.target_modules))
     elif s.freeze_backbone:
         backbone.requires_grad_(False)
-    model = ValueModel(backbone, tokenizer, ValueModelConfig(template=template, codec=codec, max_length=s.max_length))
+    model = ValueModel(backbone, tokenizer, ValueModelConfig(template=template, codec=codec, max_length=s.max_length,
+                                                                     pooling=s.pooling))
     return model.to("cuda" if use_cuda else "cpu")
 
 
