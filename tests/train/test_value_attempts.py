@@ -121,16 +121,24 @@ def test_value_eval_without_a_model_scores_the_heuristic(run_dir):
 
 def test_value_model_trains_on_attempts_and_is_measured(tiny_model_dir, run_dir, tmp_path):
     """`train value --runs` (frozen backbone: the head learns on cached pooled states), then
-    `train value-eval` on the same states: a report with the AUC by depth."""
+    `train value-eval` on the same states: a report with the AUC by depth. In bfloat16: the
+    dtype is recorded and the loaded model scores in it (the head learned on those states)."""
     from typer.testing import CliRunner
 
     from notebook_agent.cli import app
 
     r = CliRunner().invoke(app, ["train", "value", "--model", str(tiny_model_dir), "--runs", str(run_dir),
                                  "--out", str(tmp_path / "v"), "--epochs", "60", "--head-lr", "0.05",
-                                 "--max-length", "96", "--freeze-backbone"])
+                                 "--max-length", "96", "--freeze-backbone", "--bf16"])
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout.strip().splitlines()[-1])
+    import torch
+
+    from notebook_agent.models.value_model import ValueModel
+
+    assert json.loads((tmp_path / "v" / "value_config.json").read_text())["dtype"] == "bfloat16"
+    loaded = ValueModel.load(tmp_path / "v", device="cpu")
+    assert next(loaded.backbone.parameters()).dtype == torch.bfloat16 and loaded.head.weight.dtype == torch.float32
     assert res["examples"] == len(load_run_examples([run_dir])) and res["mse_after"] < res["mse_before"]
     r = CliRunner().invoke(app, ["train", "value-eval", "--model", str(tmp_path / "v"), "--runs", str(run_dir),
                                  "--out", str(tmp_path / "eval.json"), "--bootstrap", "50"])
@@ -170,3 +178,49 @@ def test_pooling_reads_the_final_token_whatever_the_padding(tiny_model_dir, run_
     assert f.shape[1] == 2 * alone.shape[0] and torch.allclose(f[0, alone.shape[0]:], alone, atol=1e-4)
     with pytest.raises(ValueError, match="pooling"):
         ValueModel(model.backbone, model.tokenizer, ValueModelConfig(template=model.config.template, pooling="max"))
+
+
+def test_paired_auc_difference_resamples_attempts_together():
+    """One bootstrap over attempts for both scorers: a scorer that ranks every pair right beats
+    one that ranks half of them right, with an interval above 0; a scorer against itself is 0."""
+    from notebook_agent.train.value_eval import paired_auc_difference
+
+    positive = [True, False] * 10
+    clusters = [f"a{i // 2}" for i in range(20)]  # ten attempts, one positive and one negative state each
+    perfect = [1.0 if y else -1.0 for y in positive]
+    half = [(1.0 if y else -1.0) if i % 4 < 2 else (-1.0 if y else 1.0) for i, y in enumerate(positive)]
+    d = paired_auc_difference(perfect, half, positive, clusters, n=200)
+    assert d["difference"] == pytest.approx(1.0 - auc(half, positive)) and d["difference"] > 0.3
+    assert d["ci"][0] > 0 and d["p_not_better"] == 0.0
+    same = paired_auc_difference(half, half, positive, clusters, n=200)
+    assert same["difference"] == 0 and same["ci"] == [0, 0] and same["p_not_better"] == 1.0
+    assert paired_auc_difference(perfect, half, [True] * 20, clusters, n=50) is None
+
+
+def test_value_benchmark_chooses_by_cross_validation_and_reports_held_out_auc(tiny_model_dir, run_dir, tmp_path):
+    """benchmarks/value.py end to end on real attempt records: every (truncation, pooling)
+    setting is measured on the held-out states, the reported one is the best by CV on the
+    training attempts, and the report, the JSON line and the ROC plot agree."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "value.json"
+    p = subprocess.run([sys.executable, str(root / "benchmarks" / "value.py"), "--train-runs", str(run_dir),
+                        "--eval-runs", str(run_dir), "--model", str(tiny_model_dir), "--max-length", "64,96",
+                        "--epochs", "2,8", "--bootstrap", "20", "--no-bf16", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    report = json.loads(out.read_text())
+    settings = report["settings"]
+    assert set(settings) == {f"{pool}, last {n}" for pool in ("mean", "last", "mean_last") for n in (64, 96)}
+    cv = {k: r["cv_auc"][str(r["epochs"])] for k, r in settings.items()}
+    assert summary["chosen"] == max(cv, key=lambda k: cv[k])
+    assert summary["auc_chosen"] == settings[summary["chosen"]]["auc"]
+    examples = load_run_examples([run_dir])
+    assert summary["held_states"] == summary["train_states"] == len(examples)
+    assert summary["auc_heuristic"] == evaluate_scores([last_output_ok(e.messages) for e in examples], examples,
+                                                       bootstrap=0)["auc"]
+    assert "task id(s) in both sets" in p.stderr  # the same runs on both sides are flagged
+    assert out.with_suffix(".png").stat().st_size > 1000

@@ -35,6 +35,7 @@ class ValueModelConfig:
     codec: str = "react"
     max_length: int = 2048   # keep the most recent tokens: the same at training and inference
     pooling: str = "mean"    # mean | last | mean_last (see the module docstring)
+    dtype: str = "float32"   # the backbone's dtype at training: load() scores in the same one
 
 
 class ValueModel(nn.Module):
@@ -49,7 +50,6 @@ class ValueModel(nn.Module):
         self.head = nn.Linear(hidden, 1)
         nn.init.zeros_(self.head.bias)
         nn.init.normal_(self.head.weight, std=0.01 / hidden**0.5)  # starts near 0: a neutral value
-        self.head.to(dtype=next(backbone.parameters()).dtype)
         self._codec = codec_for(config.codec, config.template)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -92,7 +92,7 @@ class ValueModel(nn.Module):
         return end if self.config.pooling == "last" else torch.cat([mean, end], dim=-1)
 
     def value(self, pooled: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.head(pooled).squeeze(-1)).float()
+        return torch.tanh(self.head(pooled.float()).squeeze(-1))  # the head stays fp32 (small updates survive)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.value(self.pooled(input_ids, attention_mask))
@@ -142,7 +142,7 @@ class ValueModel(nn.Module):
             raise ValueError(f"{path} is not a saved value model (no {CONFIG_FILE})")
         config = ValueModelConfig(**json.loads((path / CONFIG_FILE).read_text()))
         dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-        dtype = dtype or (torch.bfloat16 if dev.startswith("cuda") else torch.float32)
+        dtype = dtype or getattr(torch, config.dtype)  # as trained: the head learned on those states
         backbone = AutoModelForCausalLM.from_pretrained(str(path / "backbone"), dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(str(path / "backbone"))
         model = cls(backbone, tokenizer, config)

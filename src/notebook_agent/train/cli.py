@@ -98,6 +98,8 @@ def value(
     paths_per_class: int = typer.Option(4, help="correct and incorrect terminal paths sampled per tree"),
     lora: bool = False,
     freeze_backbone: bool = typer.Option(False, help="train the head only"),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="backbone in bfloat16 (default: on CUDA "
+                                        "only; recorded, and scoring uses the same dtype)"),
     seed: int = 0,
 ) -> None:
     """Value model: pooled last hidden state -> linear -> tanh, MSE to node Q or outcome."""
@@ -111,7 +113,7 @@ def value(
                                            epochs=epochs, learning_rate=lr, head_learning_rate=head_lr,
                                            batch_size=batch_size, max_length=max_length,
                                            pooling=pooling, paths_per_class=paths_per_class, lora=LoraSettings() if lora else None,
-                                           freeze_backbone=freeze_backbone, seed=seed))
+                                           freeze_backbone=freeze_backbone, bf16=bf16, seed=seed))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         raise typer.Exit(1)
@@ -179,6 +181,12 @@ def value_eval(
     summary = {k: report["model"][k] for k in ("states", "positive", "attempts", "auc", "auc_ci", "mse")}
     summary["auc_by_depth"] = {d: r["auc"] for d, r in report["model"]["by_depth"].items()}
     summary["heuristic_auc"] = report["heuristic_last_output_ok"]["auc"]
+    summary["minus_heuristic"] = report["model_minus_heuristic"]  # paired: the same resampled attempts
+    if model and summary["minus_heuristic"]:
+        d = summary["minus_heuristic"]
+        Console(stderr=True).print(f"value model - heuristic: {d['difference']:+.3f} AUC "
+                                   f"[{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}], not better in {d['p_not_better']:.1%} "
+                                   "of resamples")
     print(json.dumps(summary))
 
 

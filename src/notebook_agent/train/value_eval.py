@@ -61,6 +61,31 @@ def cluster_bootstrap_auc(scores: list[float], positive: list[bool], clusters: l
     return values[int(0.025 * len(values))], values[min(len(values) - 1, int(0.975 * len(values)))]
 
 
+def paired_auc_difference(a: list[float], b: list[float], positive: list[bool], clusters: list[str],
+                          n: int = 1000, seed: int = 0) -> dict[str, Any] | None:
+    """AUC(a) - AUC(b) on the same states, with a 95% interval from one cluster bootstrap
+    (the same resampled attempts for both), and the share of resamples where a is not better."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, c in enumerate(clusters):
+        groups[c].append(i)
+    keys = list(groups)
+    rng = random.Random(seed)
+    diffs = []
+    for _ in range(n):
+        idx = [i for k in rng.choices(keys, k=len(keys)) for i in groups[k]]
+        y = [positive[i] for i in idx]
+        x, z = auc([a[i] for i in idx], y), auc([b[i] for i in idx], y)
+        if x is not None and z is not None:
+            diffs.append(x - z)
+    whole_a, whole_b = auc(a, positive), auc(b, positive)
+    if whole_a is None or whole_b is None or len(diffs) < n // 2:
+        return None
+    diffs.sort()
+    return {"difference": whole_a - whole_b, "ci": [diffs[int(0.025 * len(diffs))],
+                                                    diffs[min(len(diffs) - 1, int(0.975 * len(diffs)))]],
+            "p_not_better": sum(d <= 0 for d in diffs) / len(diffs)}
+
+
 def calibration(scores: list[float], targets: list[float], bins: int = 5) -> list[dict[str, Any]]:
     """Scores binned over [-1, 1]: mean score, mean target and the share of positive states."""
     out = []
@@ -117,7 +142,10 @@ def evaluate_value(score: Callable[[list[list[dict[str, Any]]]], list[float]], e
     """The value model's report beside the error heuristic's, on the same states."""
     scores = score([e.messages for e in examples])
     heuristic = [last_output_ok(e.messages) for e in examples]
+    positive, clusters = [e.target > 0 for e in examples], [e.tree for e in examples]
     return {"model": evaluate_scores(scores, examples, depths, bootstrap, seed),
             "heuristic_last_output_ok": evaluate_scores(heuristic, examples, depths, bootstrap, seed),
+            "model_minus_heuristic": paired_auc_difference(scores, heuristic, positive, clusters, bootstrap, seed)
+            if bootstrap else None,
             "scores": [{"state": e.tree, "depth": e.depth, "target": e.target, "score": s}
                        for e, s in zip(examples, scores)]}

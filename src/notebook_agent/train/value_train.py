@@ -32,7 +32,7 @@ class ValueSettings:
     include_root: bool = False
     lora: LoraSettings | None = None
     freeze_backbone: bool = False    # train the head only
-    bf16: bool | None = None
+    bf16: bool | None = None         # None: on CUDA only (recorded; scoring uses the same dtype)
     seed: int = 0
 
 
@@ -55,7 +55,7 @@ def build_value_model(s: ValueSettings) -> Any:
     from ..models.value_model import ValueModel, ValueModelConfig
 
     use_cuda = torch.cuda.is_available()
-    bf16 = use_cuda if s.bf16 is None else s.bf16  # CPU: fp32, as ValueModel.load scores there
+    bf16 = use_cuda if s.bf16 is None else s.bf16
     tokenizer = load_tokenizer(s.model)
     backbone = load_model(s.model, dtype=torch.bfloat16 if bf16 else torch.float32)
     meta = read_meta(s.model) if Path(s.model).is_dir() else {}
@@ -70,7 +70,8 @@ def build_value_model(s: ValueSettings) -> Any:
     elif s.freeze_backbone:
         backbone.requires_grad_(False)
     model = ValueModel(backbone, tokenizer, ValueModelConfig(template=template, codec=codec, max_length=s.max_length,
-                                                                     pooling=s.pooling))
+                                                                     pooling=s.pooling,
+                                                                     dtype="bfloat16" if bf16 else "float32"))
     return model.to("cuda" if use_cuda else "cpu")
 
 
