@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .value_data import ValueExample
 
@@ -41,38 +41,36 @@ def auc(scores: list[float], positive: list[bool]) -> float | None:
     return (r_pos - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
 
 
-def cluster_bootstrap_auc(scores: list[float], positive: list[bool], clusters: list[str], n: int = 1000,
-                          seed: int = 0) -> tuple[float, float] | None:
-    """95% percentile interval of the AUC, resampling whole clusters (attempts)."""
+def cluster_resamples(clusters: list[str], n: int, seed: int) -> Iterator[list[int]]:
+    """n bootstrap resamples of the states' indices, drawing whole clusters (attempts)."""
     groups: dict[str, list[int]] = defaultdict(list)
     for i, c in enumerate(clusters):
         groups[c].append(i)
     keys = list(groups)
     rng = random.Random(seed)
-    values = []
     for _ in range(n):
-        idx = [i for k in rng.choices(keys, k=len(keys)) for i in groups[k]]
-        a = auc([scores[i] for i in idx], [positive[i] for i in idx])
-        if a is not None:
-            values.append(a)
-    if len(values) < n // 2:
-        return None
-    values.sort()
+        yield [i for k in rng.choices(keys, k=len(keys)) for i in groups[k]]
+
+
+def _interval(values: list[float]) -> tuple[float, float]:
+    values = sorted(values)
     return values[int(0.025 * len(values))], values[min(len(values) - 1, int(0.975 * len(values)))]
+
+
+def cluster_bootstrap_auc(scores: list[float], positive: list[bool], clusters: list[str], n: int = 1000,
+                          seed: int = 0) -> tuple[float, float] | None:
+    """95% percentile interval of the AUC, resampling whole clusters (attempts)."""
+    values = [a for idx in cluster_resamples(clusters, n, seed)
+              if (a := auc([scores[i] for i in idx], [positive[i] for i in idx])) is not None]
+    return _interval(values) if len(values) >= n // 2 else None
 
 
 def paired_auc_difference(a: list[float], b: list[float], positive: list[bool], clusters: list[str],
                           n: int = 1000, seed: int = 0) -> dict[str, Any] | None:
     """AUC(a) - AUC(b) on the same states, with a 95% interval from one cluster bootstrap
     (the same resampled attempts for both), and the share of resamples where a is not better."""
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, c in enumerate(clusters):
-        groups[c].append(i)
-    keys = list(groups)
-    rng = random.Random(seed)
     diffs = []
-    for _ in range(n):
-        idx = [i for k in rng.choices(keys, k=len(keys)) for i in groups[k]]
+    for idx in cluster_resamples(clusters, n, seed):
         y = [positive[i] for i in idx]
         x, z = auc([a[i] for i in idx], y), auc([b[i] for i in idx], y)
         if x is not None and z is not None:
@@ -80,9 +78,7 @@ def paired_auc_difference(a: list[float], b: list[float], positive: list[bool], 
     whole_a, whole_b = auc(a, positive), auc(b, positive)
     if whole_a is None or whole_b is None or len(diffs) < n // 2:
         return None
-    diffs.sort()
-    return {"difference": whole_a - whole_b, "ci": [diffs[int(0.025 * len(diffs))],
-                                                    diffs[min(len(diffs) - 1, int(0.975 * len(diffs)))]],
+    return {"difference": whole_a - whole_b, "ci": list(_interval(diffs)),
             "p_not_better": sum(d <= 0 for d in diffs) / len(diffs)}
 
 
