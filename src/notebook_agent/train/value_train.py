@@ -69,9 +69,9 @@ def build_value_model(s: ValueSettings) -> Any:
                                                        target_modules=s.lora.target_modules))
     elif s.freeze_backbone:
         backbone.requires_grad_(False)
-    model = ValueModel(backbone, tokenizer, ValueModelConfig(template=template, codec=codec, max_length=s.max_length,
-                                                                     pooling=s.pooling,
-                                                                     dtype="bfloat16" if bf16 else "float32"))
+    config = ValueModelConfig(template=template, codec=codec, max_length=s.max_length, pooling=s.pooling,
+                              dtype="bfloat16" if bf16 else "float32")
+    model = ValueModel(backbone, tokenizer, config)
     return model.to("cuda" if use_cuda else "cpu")
 
 
