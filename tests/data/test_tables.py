@@ -196,8 +196,14 @@ def test_eval_runs_export_verified_teacher_rows_and_keep_failures_apart(generate
     guess = ScriptedModel([call("execute_code", comment="look", code="print(1)"),
                            call("final_answer", answer="@nothing[0]")], name="guesser")
     asyncio.run(run_eval(tasks[1:2], guess, tmp_path / "wrong", scorer=scorer, progress=False, settings=bench))
+    # a resumed run appends: a task's earlier record is superseded, an interrupted task has no trajectory
+    results = tmp_path / "wrong" / "results.jsonl"
+    with open(results, "a") as f:
+        f.write(results.read_text().splitlines()[0] + "\n")
+        f.write(json.dumps({"id": "interrupted", "status": "cancelled", "correct": False, "trajectory": None}) + "\n")
     report = export_runs([tmp_path / "right", tmp_path / "wrong"], tmp_path / "teacher")
     assert report["all"] == {"attempted": 2, "verified": 1, "yield": 0.5}
+    assert report["skipped_without_trajectory"] == 1
     template = row["template"]
     assert report[f"template:{template}"]["verified"] >= 1
     kept = [json.loads(l) for l in (tmp_path / "teacher" / "teacher.jsonl").read_text().splitlines()]

@@ -44,17 +44,22 @@ def export_runs(runs: list[str | Path], out: str | Path, source: str = "teacher"
     kept: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     tally: dict[str, Counter] = defaultdict(Counter)
+    skipped = 0
     for run in map(Path, runs):
         results = run / "results.jsonl"
         if not results.is_file():
             raise FileNotFoundError(f"{run}: no results.jsonl (not an eval run folder)")
         templates = _template_of(run)
+        latest: dict[str, dict[str, Any]] = {}  # a resumed run appends: each task's last record counts
         for line in results.read_text().splitlines():
-            if not line.strip():
-                continue
-            rec = json.loads(line)
+            if line.strip():
+                rec = json.loads(line)
+                latest[str(rec["id"])] = rec
+        for tid, rec in latest.items():
             traj = rec.get("trajectory") or {}
-            tid = str(rec["id"])
+            if not traj.get("messages"):
+                skipped += 1  # interrupted or crashed before a trajectory: not an attempt
+                continue
             keys = [f"level:{rec.get('level') or '?'}", f"template:{templates.get(tid, '?')}", "all"]
             for k in keys:
                 tally[k]["attempted"] += 1
@@ -76,6 +81,8 @@ def export_runs(runs: list[str | Path], out: str | Path, source: str = "teacher"
         import datasets
 
         datasets.DatasetDict({"train": datasets.Dataset.from_list(kept)}).save_to_disk(str(out / "dataset"))
-    report = {k: {**v, "yield": round(v["verified"] / v["attempted"], 3)} for k, v in sorted(tally.items())}
+    report: dict[str, Any] = {k: {**v, "yield": round(v["verified"] / v["attempted"], 3)}
+                              for k, v in sorted(tally.items())}
+    report["skipped_without_trajectory"] = skipped
     (out / "yield.json").write_text(json.dumps(report, indent=1))
     return report
