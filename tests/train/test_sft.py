@@ -107,3 +107,22 @@ def test_cli_needs_no_train_extra_until_a_command_runs(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "trl", None)  # as if the train extra were not installed
     r = CliRunner().invoke(app, ["train", "sft", "--model", "m", "--dataset", "d", "--out", str(tmp_path)])
     assert r.exit_code == 2 and "pip install" in r.output and "trl" in r.output
+
+
+def test_mixed_sources_keep_each_sources_own_draw(chat_jsonl, tmp_path):
+    from notebook_agent.train.sft import select_examples
+
+    rows = [json.loads(line) for line in chat_jsonl.read_text().splitlines()]
+    many = tmp_path / "many.jsonl"  # a bigger source, so that the cap draws from it
+    tagged = [{**r, "messages": [*r["messages"][:1], {"role": "user", "content": f"q{i}"}, *r["messages"][2:]]}
+              for i, r in enumerate(rows * 4)]
+    many.write_text("".join(json.dumps(r) + "\n" for r in tagged))
+    cap = len(rows) + 1
+    alone = select_examples(str(many), cap, seed=3)
+    mixed = select_examples([str(many), str(chat_jsonl)], cap, seed=3)
+    assert len(alone) == cap and len(mixed) == cap + len(rows)  # each source capped on its own
+    assert mixed[:cap] == alone                                   # the same draw whether mixed or not
+    assert mixed[cap:] == load_examples(chat_jsonl)               # a small source comes whole
+    assert select_examples(str(many), cap, seed=4) != alone       # the seed decides the draw
+    with pytest.raises(DatasetError, match="not found"):
+        select_examples([str(many), str(tmp_path / "gone.jsonl")], None, seed=0)

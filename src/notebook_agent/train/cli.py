@@ -36,7 +36,8 @@ def _need_train_extra() -> None:
 @app.command()
 def sft(
     model: str = typer.Option(..., help="base model: registry name, .gguf file, model directory or HF repo id"),
-    dataset: str = typer.Option(..., help="chat JSONL, datasets directory, or Trajectory JSON file(s)"),
+    dataset: list[str] = typer.Option(..., help="chat JSONL, datasets directory, or Trajectory JSON file(s); "
+                                      "repeat to mix sources"),
     out: str = typer.Option(..., help="output directory (the trained model, loadable by TransformersModel)"),
     template: str | None = typer.Option(None, help="qwen2_5, qwen3, smollm2, gemma3 or a .jinja file; default: detected"),
     codec: str | None = typer.Option(None, help="tool-call codec; default: the family's (hermes for Qwen, react else)"),
@@ -58,7 +59,8 @@ def sft(
     seed: int = 0,
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="default: on with CUDA or a CPU with bf16 support"),
     gguf: bool = typer.Option(True, help="also write OUT/model.gguf (F16, for llama.cpp) when the base is a GGUF"),
-    max_examples: Optional[int] = typer.Option(None, help="train on a seeded random subset of this many examples"),
+    max_examples: Optional[int] = typer.Option(None, help="train on a seeded random subset of this many examples "
+                                                "of each --dataset"),
 ) -> None:
     """Supervised fine-tuning with loss on assistant turns only (TRL SFTTrainer)."""
     _need_train_extra()
@@ -66,7 +68,7 @@ def sft(
     from .sft import LoraSettings, SFTSettings, train_sft
 
     try:
-        settings = SFTSettings(model=model, dataset=dataset, out=out, template=template, codec=codec, epochs=epochs,
+        settings = SFTSettings(model=model, dataset=dataset[0] if len(dataset) == 1 else dataset, out=out, template=template, codec=codec, epochs=epochs,
                                learning_rate=lr, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
                                packing=packing, padding_free=padding_free, neftune_alpha=neftune_alpha or None,
                                lora=LoraSettings(r=lora_r, alpha=lora_alpha) if lora else None, attn_implementation=attn,

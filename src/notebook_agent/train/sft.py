@@ -41,7 +41,7 @@ class LoraSettings:
 @dataclass
 class SFTSettings:
     model: str
-    dataset: str
+    dataset: str | list[str]             # one source, or several mixed (each capped by max_examples)
     out: str
     template: str | None = None          # family name or .jinja path; None: detected from the model
     codec: str | None = None             # tool-call codec; None: the family's (hermes for Qwen, react else)
@@ -63,7 +63,7 @@ class SFTSettings:
     gradient_checkpointing: bool = False
     liger: bool = False
     only_answered: bool = True           # Trajectory files: keep answered runs only
-    max_examples: int | None = None      # a seeded random subset (to fit a CPU's token budget)
+    max_examples: int | None = None      # per source: a seeded random subset (to fit a CPU's token budget)
     max_steps: int = -1
     logging_steps: int = 5
     seed: int = 0
@@ -162,11 +162,7 @@ def train_sft(s: SFTSettings) -> SFTResult:
     from .base_model import load_model, load_tokenizer
 
     t0 = time.time()
-    examples = load_examples(s.dataset, only_answered=s.only_answered)
-    if s.max_examples is not None and len(examples) > s.max_examples:
-        import random
-
-        examples = random.Random(s.seed).sample(examples, s.max_examples)
+    examples = select_examples(s.dataset, s.max_examples, s.seed, only_answered=s.only_answered)
     tokenizer = load_tokenizer(s.model)
     use_cuda = torch.cuda.is_available()
     bf16 = use_bf16(s, use_cuda)
@@ -209,6 +205,22 @@ def train_sft(s: SFTSettings) -> SFTResult:
     return SFTResult(out=out, family=family, codec=codec, examples=len(rows), train_tokens=n_tokens,
                      trained_tokens=n_trained, losses=[x for x in losses if math.isfinite(x)], wall_s=time.time() - t0,
                      gguf=gguf_file, bf16=bf16, tokens_per_s=_tokens_per_s(trainer))
+
+
+def select_examples(sources: str | list[str], max_examples: int | None, seed: int,
+                    only_answered: bool = True) -> list[Example]:
+    """The training examples of one or more sources, in order. `max_examples` caps each source
+    with its own seeded draw, so a source contributes the same examples whether it is mixed
+    with others or not (canonical-only and canonical + teacher runs share their canonical part)."""
+    import random
+
+    out: list[Example] = []
+    for source in [sources] if isinstance(sources, str) else sources:
+        examples = load_examples(source, only_answered=only_answered)
+        if max_examples is not None and len(examples) > max_examples:
+            examples = random.Random(seed).sample(examples, max_examples)
+        out.extend(examples)
+    return out
 
 
 def _tokens_per_s(trainer: Any) -> float | None:
