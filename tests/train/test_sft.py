@@ -58,6 +58,7 @@ def test_sft_loss_goes_down_and_the_model_loads_in_the_backend(tiny_model_dir, c
                                    logging_steps=1, neftune_alpha=7.0))
     assert result.family == "smollm2" and result.codec == "react"
     assert result.examples == len(traces) and 0 < result.trained_tokens < result.train_tokens
+    assert result.truncated_examples == 0 and result.cut_trained_tokens == 0
     losses = result.losses
     assert len(losses) == 8 and all(x > 0 for x in losses)
     assert sum(losses[-2:]) / 2 < 0.75 * sum(losses[:2]) / 2, losses  # learned the traces (10.8 -> about 5.5)
@@ -126,3 +127,15 @@ def test_mixed_sources_keep_each_sources_own_draw(chat_jsonl, tmp_path):
     assert select_examples(str(many), cap, seed=4) != alone       # the seed decides the draw
     with pytest.raises(DatasetError, match="not found"):
         select_examples([str(many), str(tmp_path / "gone.jsonl")], None, seed=0)
+
+
+def test_truncation_is_counted_where_the_loss_loses_it():
+    from notebook_agent.train.sft import truncation_stats
+
+    short = {"input_ids": [1] * 4, "assistant_masks": [0, 0, 1, 1]}
+    long = {"input_ids": [1] * 10, "assistant_masks": [0, 0, 0, 1, 1, 0, 0, 0, 1, 1]}  # the answer at the end
+    start = truncation_stats([short, long], 6, "keep_start")
+    assert start == {"train_tokens": 10, "trained_tokens": 4, "truncated_examples": 1, "cut_trained_tokens": 2}
+    end = truncation_stats([short, long], 6, "keep_end")
+    assert end["trained_tokens"] == 5 and end["cut_trained_tokens"] == 1 and end["truncated_examples"] == 1
+    assert truncation_stats([short, long], 10, "keep_start")["truncated_examples"] == 0

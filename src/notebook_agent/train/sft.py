@@ -86,13 +86,15 @@ class SFTResult:
     family: str
     codec: str
     examples: int
-    train_tokens: int
-    trained_tokens: int
+    train_tokens: int                    # input tokens training sees (after cuts to max_length)
+    trained_tokens: int                  # of those, assistant tokens with loss
     losses: list[float]
     wall_s: float
     gguf: str | None = None              # OUT/model.gguf when one was written
     bf16: bool = False
     tokens_per_s: float | None = None    # non-padding input tokens per second of training
+    truncated_examples: int = 0          # examples longer than max_length (cut before training)
+    cut_trained_tokens: int = 0          # assistant tokens those cuts removed from the loss
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "out": str(self.out)}
@@ -101,6 +103,18 @@ class SFTResult:
 def encode_dataset(examples: list[Example], tokenizer: Any, template: str, codec_name: str) -> list[dict[str, list[int]]]:
     codec = codec_for(codec_name, template)
     return [tokenize_conversation(tokenizer, template, codec, ex["messages"], ex["tools"]) for ex in examples]
+
+
+def truncation_stats(rows: list[dict[str, list[int]]], max_length: int, mode: str) -> dict[str, int]:
+    """What training will see of `rows` once each is cut to `max_length` the way TRL cuts it:
+    input and assistant tokens kept, examples cut, assistant tokens lost (a cut from the end
+    drops the final answer, the turn a trace exists to teach)."""
+    keep = slice(None, max_length) if mode == "keep_start" else slice(-max_length, None)
+    kept = [r["assistant_masks"][keep] for r in rows]
+    trained = sum(sum(m) for m in kept)
+    return {"train_tokens": sum(len(m) for m in kept), "trained_tokens": trained,
+            "truncated_examples": sum(len(r["input_ids"]) > max_length for r in rows),
+            "cut_trained_tokens": sum(sum(r["assistant_masks"]) for r in rows) - trained}
 
 
 def use_bf16(s: SFTSettings, use_cuda: bool) -> bool:
@@ -171,6 +185,10 @@ def train_sft(s: SFTSettings) -> SFTResult:
     template = load_template(s.template or family)
     codec = s.codec or FAMILIES.get(family, FAMILIES["smollm2"]).codec
     rows = encode_dataset(examples, tokenizer, template, codec)
+    counts = truncation_stats(rows, s.max_length, s.truncation)
+    if counts["truncated_examples"]:
+        print(f"warning: {counts['truncated_examples']} of {len(rows)} examples are longer than max_length "
+              f"{s.max_length}; {counts['cut_trained_tokens']} assistant tokens are cut from the loss", file=sys.stderr)
     train = datasets.Dataset.from_list(rows)
     peft_config = None
     if s.lora is not None:
@@ -200,10 +218,8 @@ def train_sft(s: SFTSettings) -> SFTResult:
             gguf_file = str(export_gguf(trained.state_dict(), Path(src) / base_gguf, out / "model.gguf"))
         except GGUFExportError as e:  # another architecture: the directory still loads with transformers
             print(f"no GGUF written: {e}", file=sys.stderr)
-    n_tokens = sum(len(r["input_ids"]) for r in rows)
-    n_trained = sum(sum(r["assistant_masks"]) for r in rows)
-    return SFTResult(out=out, family=family, codec=codec, examples=len(rows), train_tokens=n_tokens,
-                     trained_tokens=n_trained, losses=[x for x in losses if math.isfinite(x)], wall_s=time.time() - t0,
+    return SFTResult(out=out, family=family, codec=codec, examples=len(rows), **counts,
+                     losses=[x for x in losses if math.isfinite(x)], wall_s=time.time() - t0,
                      gguf=gguf_file, bf16=bf16, tokens_per_s=_tokens_per_s(trainer))
 
 
