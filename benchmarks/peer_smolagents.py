@@ -405,10 +405,10 @@ def main() -> None:
 
     from eval import pick  # benchmarks/eval.py: the same task selection as our accuracy runs
     from notebook_agent.agent.prompts import first_message
-    from notebook_agent.eval.results import RESULTS_FILE, ResultsWriter, is_final, latest_by_id, read_records
     from notebook_agent.eval.runner import SettingsMismatch, _exclusive, _prepare_run_file, git_commit
     from notebook_agent.models import registry
     from notebook_agent.tasks.loaders import benchmark_kind, load_benchmark
+    from notebook_agent.tasks.records import RESULTS_FILE, ResultsWriter, is_final, latest_by_id, read_records
     from notebook_agent.tasks.scoring import scorer_for
 
     loaded = load_benchmark(args.bench)

@@ -16,7 +16,7 @@ MAY_IMPORT = {
     "search": {"agent", "kernel", "models", "tasks"},
     "eval": {"agent", "search", "kernel", "models", "tasks"},
     "data": {"agent", "kernel", "models", "tasks"},
-    "train": {"models"},
+    "train": {"models", "tasks"},
     "ui": {"agent", "kernel", "models", "tasks"},
 }
 

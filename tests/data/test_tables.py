@@ -201,9 +201,11 @@ def test_eval_runs_export_verified_teacher_rows_and_keep_failures_apart(generate
     with open(results, "a") as f:
         f.write(results.read_text().splitlines()[0] + "\n")
         f.write(json.dumps({"id": "interrupted", "status": "cancelled", "correct": False, "trajectory": None}) + "\n")
+        # a crash after the trajectory was kept is not an attempt either (it is run again on resume)
+        f.write(json.dumps({**json.loads(results.read_text().splitlines()[0]), "id": "crashed", "status": "crashed"}) + "\n")
     report = export_runs([tmp_path / "right", tmp_path / "wrong"], tmp_path / "teacher")
     assert report["all"] == {"attempted": 2, "verified": 1, "yield": 0.5}
-    assert report["skipped_without_trajectory"] == 1
+    assert report["skipped_not_attempts"] == 2
     template = row["template"]
     assert report[f"template:{template}"]["verified"] >= 1
     kept = [json.loads(l) for l in (tmp_path / "teacher" / "teacher.jsonl").read_text().splitlines()]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from notebook_agent.eval.report import load_run
-from notebook_agent.eval.results import RETRY_STATUSES
+from notebook_agent.tasks.records import RETRY_STATUSES
 from notebook_agent.tasks.scoring import DABenchScorer
 from notebook_agent.tasks.task import Task
 

@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from ..tasks.records import RESULTS_FILE, is_final, load_run_records
 from .export import normalize_message
 
 
@@ -46,19 +47,13 @@ def export_runs(runs: list[str | Path], out: str | Path, source: str = "teacher"
     tally: dict[str, Counter] = defaultdict(Counter)
     skipped = 0
     for run in map(Path, runs):
-        results = run / "results.jsonl"
-        if not results.is_file():
-            raise FileNotFoundError(f"{run}: no results.jsonl (not an eval run folder)")
+        if not (run / RESULTS_FILE).is_file():
+            raise FileNotFoundError(f"{run}: no {RESULTS_FILE} (not an eval run folder)")
         templates = _template_of(run)
-        latest: dict[str, dict[str, Any]] = {}  # a resumed run appends: each task's last record counts
-        for line in results.read_text().splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                latest[str(rec["id"])] = rec
-        for tid, rec in latest.items():
+        for tid, rec in load_run_records(run).items():  # a resumed run appends: each task's last record counts
             traj = rec.get("trajectory") or {}
-            if not traj.get("messages"):
-                skipped += 1  # interrupted or crashed before a trajectory: not an attempt
+            if not is_final(rec) or not traj.get("messages"):
+                skipped += 1  # interrupted, crashed, or no trajectory kept: not an attempt
                 continue
             keys = [f"level:{rec.get('level') or '?'}", f"template:{templates.get(tid, '?')}", "all"]
             for k in keys:
@@ -83,6 +78,6 @@ def export_runs(runs: list[str | Path], out: str | Path, source: str = "teacher"
         datasets.DatasetDict({"train": datasets.Dataset.from_list(kept)}).save_to_disk(str(out / "dataset"))
     report: dict[str, Any] = {k: {**v, "yield": round(v["verified"] / v["attempted"], 3)}
                               for k, v in sorted(tally.items())}
-    report["skipped_without_trajectory"] = skipped
+    report["skipped_not_attempts"] = skipped
     (out / "yield.json").write_text(json.dumps(report, indent=1))
     return report

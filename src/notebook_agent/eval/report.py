@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..tasks.records import RESULTS_FILE, load_run_records
 from ..tasks.scoring import Metrics, level_key, summarize
-from .results import RESULTS_FILE, RUN_FILE, load_run_records, scored_item
+from .results import RUN_FILE, scored_item
 from .stats import Paired, bootstrap_interval, paired, wilson_interval
 
 

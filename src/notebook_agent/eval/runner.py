@@ -38,18 +38,13 @@ from ..agent.save import save_run
 from ..agent.session import task_session
 from ..kernel.base import KernelSession
 from ..tasks.formats.common import LoadIssue
+from ..tasks.records import RESULTS_FILE, RETRY_STATUSES, ResultsWriter, is_final, latest_by_id, read_records
 from ..tasks.scoring import Metrics, Scorer, summarize
 from ..tasks.task import Task
 from .results import (
     NOTEBOOK_DIR,
-    RESULTS_FILE,
-    RETRY_STATUSES,
     RUN_FILE,
     RecordStatus,
-    ResultsWriter,
-    is_final,
-    latest_by_id,
-    read_records,
     rescore,
     safe_name,
     safe_score,

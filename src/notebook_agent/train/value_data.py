@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..tasks.records import RESULTS_FILE, is_final, load_run_records
+
 logger = logging.getLogger(__name__)
 
 
@@ -160,18 +162,12 @@ def load_run_examples(runs: list[str | Path], include_root: bool = False) -> lis
     resumed scorer keep their latest verdicts."""
     out: list[ValueExample] = []
     for run in map(Path, runs):
-        results = run / "results.jsonl"
-        if not results.is_file():
-            raise ValueError(f"{run}: no results.jsonl (not an eval run folder)")
-        latest: dict[str, dict[str, Any]] = {}
-        for line in results.read_text().splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                latest[str(rec["id"])] = rec
-        for tid, rec in latest.items():
+        if not (run / RESULTS_FILE).is_file():
+            raise ValueError(f"{run}: no {RESULTS_FILE} (not an eval run folder)")
+        for tid, rec in load_run_records(run).items():
             messages = (rec.get("trajectory") or {}).get("messages") or []
-            if rec.get("correct") is None or not messages:
-                continue  # unscored (no gold answer) or no trajectory kept
+            if rec.get("correct") is None or not messages or not is_final(rec):
+                continue  # unscored (no gold answer), no trajectory kept, or not an attempt (interrupted)
             out.extend(attempt_examples(messages, outcome_reward(rec), include_root, f"{run.name}#{tid}"))
     if not out:
         raise ValueError(f"{', '.join(map(str, runs))}: no scored attempts with trajectories")
