@@ -101,6 +101,29 @@ def tasks(
     console.print_json(json.dumps(stats))
 
 
+@app.command()
+def sample(
+    src: Path = typer.Argument(..., exists=True, file_okay=False, help="a dabench folder (a split of `data tasks`)"),
+    out: Path = typer.Option(..., help="the subset's folder (new)"),
+    n: int = typer.Option(..., help="how many tasks"),
+    per_table: int = typer.Option(1, help="at most this many tasks of one table"),
+    seed: int = 0,
+    exclude: Optional[list[Path]] = typer.Option(None, help="a subset whose tasks are not drawn again (repeatable)"),
+) -> None:
+    """A seeded subset of generated tasks: spread over tables, levels interleaved, disjoint from --exclude."""
+    from rich.console import Console
+
+    from .tables.sample import sample_tasks
+
+    console = Console(stderr=True)
+    try:
+        report = sample_tasks(src, out, n, per_table, seed, exclude or [])
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    console.print_json(json.dumps(report))
+
+
 @app.command("export-runs")
 def export_runs_cmd(
     runs: list[Path] = typer.Argument(..., exists=True, file_okay=False, help="eval run folders (results.jsonl)"),
