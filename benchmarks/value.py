@@ -118,10 +118,11 @@ def main() -> None:
         t0 = time.time()
         feats[length] = (base.features([e.messages for e in train], args.batch_size),
                          base.features([e.messages for e in held], args.batch_size))
-        features_s += time.time() - t0
-        tokens = sum(len(base.token_ids(e.messages)) for e in train + held)
+        elapsed = time.time() - t0
+        features_s += elapsed
+        tokens = sum(len(base.token_ids(e.messages)) for e in train + held)  # counted after the clock stops
         console.print(f"features, last {length} tokens: {len(train)} training and {len(held)} held-out states in "
-                      f"{time.time() - t0:.0f} s ({tokens / max(1e-9, time.time() - t0):.0f} tokens/s)")
+                      f"{elapsed:.0f} s ({tokens / max(1e-9, elapsed):.0f} tokens/s)")
         hidden = feats[length][0].shape[1] // 2
     cols = {"mean": slice(0, hidden), "last": slice(hidden, 2 * hidden), "mean_last": slice(0, 2 * hidden)}
 
