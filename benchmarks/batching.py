@@ -15,6 +15,14 @@ Four measurements, each compared within one run (the machine is shared; ratios, 
    text may part where two tokens are nearly tied);
 4. flash attention on and off for prompt evaluation.
 
+`--builds default,/path/to/other` compares llama.cpp builds (e.g. the portable AVX2 wheel
+against one compiled with AVX-512 VNNI): each build runs decoding (`--levels`) and prompt
+evaluation in a child process of its own (`PYTHONPATH=BUILD`; `default` is the installed
+one), the builds alternating `--repeats` times so that both see the same load; the best of
+each is compared.
+
+    taskset -c 1 .venv/bin/python benchmarks/batching.py --builds default,/opt/llama512 --levels 1,4
+
 The last line is one JSON object.
 """
 
@@ -24,6 +32,8 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import time
 
 from rich.console import Console
@@ -161,7 +171,10 @@ async def main() -> None:
     ap.add_argument("--quick", action="store_true", help="levels 1,4; one repeat")
     ap.add_argument("--parts", default="concurrency,samples,speculation,flash",
                     help="which measurements, comma-separated")
+    ap.add_argument("--builds", help="compare llama.cpp builds: 'default' and/or folders holding llama_cpp/")
     args = ap.parse_args()
+    if args.builds:
+        return compare_builds(args)
     parts = set(args.parts.split(","))
     levels = [1, 4] if args.quick else [int(x) for x in args.levels.split(",")]
     repeats = 1 if args.quick else args.repeats
@@ -184,7 +197,11 @@ async def main() -> None:
         spec = await speculation(path, args.n_threads, [int(x) for x in args.drafts.split(",")], 4 * args.max_tokens)
     if "flash" in parts:
         fa = await flash_attention(path, args.n_threads, 600)
-    summary: dict = {"model": args.model, "n_threads": args.n_threads, "load_avg_at_start": round(load, 2)}
+    import llama_cpp
+
+    summary: dict = {"model": args.model, "n_threads": args.n_threads, "load_avg_at_start": round(load, 2),
+                     "llama_cpp": os.path.dirname(llama_cpp.__file__),
+                     "system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip()}
     if conc:
         report_concurrency(args, load, levels, conc, summary)
     if nvs:
@@ -203,7 +220,40 @@ async def main() -> None:
     if fa:
         table("prompt evaluation, 600-word prompt", ["flash attention", "prompt tokens/s"], [[k, f"{v:.1f}"] for k, v in fa.items()])
         summary["flash_attn_prompt_speedup"] = round(fa["on"] / fa["off"], 2)
+        summary["prompt_tokens_per_s"] = {k: round(v, 2) for k, v in fa.items()}
     print(json.dumps(summary))
+
+
+def compare_builds(args: argparse.Namespace) -> None:
+    """Each build in a child process (one process loads one llama_cpp), alternating."""
+    builds = args.builds.split(",")
+    runs: dict[str, list[dict]] = {b: [] for b in builds}
+    for r in range(max(1, args.repeats)):
+        for b in builds:
+            env = dict(os.environ)
+            if b != "default":
+                if not os.path.isdir(os.path.join(b, "llama_cpp")):
+                    raise SystemExit(f"{b}: no llama_cpp/ package in it")
+                env["PYTHONPATH"] = os.pathsep.join([os.path.abspath(b), env.get("PYTHONPATH", "")])
+            cmd = [sys.executable, __file__, "--model", args.model, "--levels", args.levels, "--max-tokens",
+                   str(args.max_tokens), "--n-threads", str(args.n_threads), "--repeats", "1", "--parts", "concurrency,flash"]
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=os.path.dirname(__file__))
+            if out.returncode != 0:
+                raise SystemExit(f"build {b} failed:\n{out.stderr[-2000:]}")
+            runs[b].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"repeat {r + 1}, {b}: {runs[b][-1]['tokens_per_s_by_sequences']}", file=sys.stderr)
+    levels = [str(int(x)) for x in args.levels.split(",")]
+    best = {b: {"decode": {n: max(x["tokens_per_s_by_sequences"][n] for x in rs) for n in levels},
+                "prompt": max(x["prompt_tokens_per_s"]["off"] for x in rs),
+                "avx512": "AVX512 = 1" in rs[0]["system_info"]} for b, rs in runs.items()}
+    ref = best[builds[0]]
+    table(f"{args.model}: llama.cpp builds ({args.n_threads} thread(s), best of {args.repeats}, alternating)",
+          ["build", "AVX-512", *[f"decode x{n} tok/s" for n in levels], "prompt tok/s", "decode x1 vs first",
+           "prompt vs first"],
+          [[b, str(v["avx512"]), *[f"{v['decode'][n]:.2f}" for n in levels], f"{v['prompt']:.1f}",
+            f"{v['decode'][levels[0]] / ref['decode'][levels[0]]:.2f}x", f"{v['prompt'] / ref['prompt']:.2f}x"]
+           for b, v in best.items()])
+    print(json.dumps({"model": args.model, "n_threads": args.n_threads, "repeats": args.repeats, "builds": best}))
 
 
 def report_concurrency(args: argparse.Namespace, load: float, levels: list[int], conc: dict, summary: dict) -> None:
