@@ -74,7 +74,7 @@ def pick(tasks: list[Task], per_level: int | None, limit: int | None) -> list[Ta
 def config(args: argparse.Namespace) -> AgentConfig:
     return AgentConfig(scaffold=args.scaffold, max_turns=args.max_turns, max_wall_s=args.task_timeout,
                        max_tokens_per_turn=args.max_tokens_per_turn, file_preview=not args.no_preview,
-                       constrain=not args.no_constrain)
+                       constrain=not args.no_constrain, refuse_repeats=args.refuse_repeats)
 
 
 async def one_run(tasks: list[Task], model: Any, out: Path, workers: int, args: argparse.Namespace) -> tuple[Any, float]:
@@ -84,7 +84,8 @@ async def one_run(tasks: list[Task], model: Any, out: Path, workers: int, args: 
         workers=workers, task_timeout_s=args.task_timeout + 60, session_config=SessionConfig(),
         progress=sys.stderr.isatty(),
         settings={"benchmark": args.bench, "model": args.model, "scaffold": args.scaffold, "benchmark_tool": "eval.py",
-                  "file_preview": not args.no_preview, "constrain": not args.no_constrain})
+                  "file_preview": not args.no_preview, "constrain": not args.no_constrain,
+                  "refuse_repeats": args.refuse_repeats})
     return summary, time.monotonic() - t0
 
 
@@ -186,6 +187,7 @@ def main() -> None:
     p.add_argument("--workers", default="1", help="accuracy: N; scaling: a list like 1,2,4")
     p.add_argument("--scaffold", default="tools", choices=["tools", "react"])
     p.add_argument("--no-constrain", action="store_true", help="replies not constrained to the tool protocol")
+    p.add_argument("--refuse-repeats", action="store_true", help="a cell identical to the one just run is not run again")
     p.add_argument("--max-turns", type=int, default=8)
     p.add_argument("--max-tokens-per-turn", type=int, default=512)
     p.add_argument("--task-timeout", type=float, default=900.0)

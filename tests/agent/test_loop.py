@@ -246,3 +246,23 @@ async def test_a_nested_answer_stated_in_text_is_recovered_whole(task, session):
                            "The final answer is @pairs[[1,2],[3,4]]."])
     traj = await run_agent(task, model, session, AgentConfig())
     assert traj.status == "answered" and traj.answer == "@pairs[[1,2],[3,4]]"
+
+
+async def test_a_cell_repeated_unchanged_is_refused_only_when_asked(task, session):
+    """A side effect makes running it twice visible: the kernel's counter says how often it ran."""
+    cell = call("execute_code", comment="Count and look.", code="n = globals().get('n', 0) + 1\nprint(n)")
+    script = [cell, cell, call("execute_code", comment="Again, changed.", code="n += 1\nprint(n)"), cell,
+              call("final_answer", answer="@total_units[3]")]
+    model = ScriptedModel(list(script))
+    traj = await run_agent(task, model, session, AgentConfig(refuse_repeats=True))
+    assert traj.status == "answered"
+    assert [s.result.text.strip() for s in traj.steps] == ["1", "2", "3"]  # the repeat right after did not run
+    assert traj.counters["refused_repeats"] == 1 and traj.counters["cell_errors"] == 0
+    refusal = model.calls[2][-1]
+    assert refusal["role"] == "tool" and "same as the one you just ran" in refusal["content"]
+    assert task.format not in refusal["content"] and "final_answer" in refusal["content"]
+
+    await session.restart()
+    traj = await run_agent(task, ScriptedModel(list(script)), session, AgentConfig())  # off by default
+    assert [s.result.text.strip() for s in traj.steps] == ["1", "2", "3", "4"]
+    assert traj.counters["refused_repeats"] == 0

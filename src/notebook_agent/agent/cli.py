@@ -84,6 +84,7 @@ def register(app: typer.Typer) -> None:
         seed: Optional[int] = typer.Option(None),
         preview: Optional[bool] = typer.Option(None, "--preview/--no-preview", help="Show the model the columns and first rows of tables (default: on)."),
         constrain: Optional[bool] = typer.Option(None, "--constrain/--no-constrain", help="Constrain replies to the tool protocol where the backend can (default: on)."),
+        refuse_repeats: Optional[bool] = typer.Option(None, "--refuse-repeats/--no-refuse-repeats", help="Do not run a cell identical to the one just run; tell the model to use its output (default: off)."),
         backend: Optional[str] = typer.Option(None, help="Kernel backend: local (ipykernel, the default) or forking."),
         sandbox: Optional[str] = typer.Option(None, help=SANDBOX_HELP),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the answer."),
@@ -93,7 +94,8 @@ def register(app: typer.Typer) -> None:
         config = config_or_fail(console, AgentConfig, scaffold=scaffold, max_turns=max_turns,
                                 max_consecutive_errors=max_errors, max_total_tokens=max_tokens, max_context_tokens=context_tokens,
                                       cell_timeout_s=cell_timeout, max_wall_s=max_wall, temperature=temperature,
-                                      seed=seed, file_preview=preview, constrain=constrain)
+                                      seed=seed, file_preview=preview, constrain=constrain,
+                                      refuse_repeats=refuse_repeats)
         session_config = config_or_fail(console, SessionConfig, backend=backend, sandbox=sandbox)
         question, files = args[-1], check_files(args[:-1], console)
         if not question.strip():

@@ -40,6 +40,8 @@ class AgentConfig:
     recover_code_blocks: bool = True    # a python block written as plain text runs as execute_code
     recover_text_answers: bool = True   # after a successful cell, an answer written as text (in the
                                         # task's @name[value] format, or after "Final answer:") is final
+    refuse_repeats: bool = False        # a cell identical to the one just run is not run again: the
+                                        # model is told to use its output (small models loop on it)
 
     def __post_init__(self) -> None:
         if self.scaffold not in SCAFFOLDS:

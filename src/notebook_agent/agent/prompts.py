@@ -72,6 +72,14 @@ def nudge(scaffold: str, *, guessed: bool, answer_format: str | None) -> str:
             f"question, {w.answer}.")
 
 
+def repeated_cell(scaffold: str) -> str:
+    """The model sent the cell it just ran, unchanged (`AgentConfig.refuse_repeats`)."""
+    w = SCAFFOLD_WORDS[scaffold]
+    return (f"Not run: this cell is the same as the one you just ran, and its output is above. Use that "
+            f"output: if it answers the question, {w.answer}; otherwise {w.run} for the next step, "
+            f"different from this one.")
+
+
 def unusable(scaffold: str, why: str) -> str:
     """The reply could not be decoded."""
     w = SCAFFOLD_WORDS[scaffold]

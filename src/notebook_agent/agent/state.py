@@ -38,6 +38,7 @@ class Counters:
     rejected_answers: int = 0        # final answers refused (no code ran, next to code, format, placeholder)
     kernel_restarts: int = 0
     cell_errors: int = 0
+    refused_repeats: int = 0         # cells identical to the one just run, not run again (refuse_repeats)
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)

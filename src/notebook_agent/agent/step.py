@@ -193,6 +193,11 @@ def placeholders_copied(answer: str, fmt: str | None) -> list[str]:
 _GENERIC_PLACEHOLDERS = {"value", "answer", "number", "result", "x", "n"}
 
 
+def repeats_last_cell(state: AgentState, code: str) -> bool:
+    """The cell is the one just run, unchanged: its output would be the same (or the same error)."""
+    return bool(state.traj.steps) and state.traj.steps[-1].result.code.strip() == code.strip()
+
+
 async def handle_calls(state: AgentState, turn: int, completion: Completion, calls: list[ToolCall]) -> bool:
     """Run the calls in order; True when the run is answered."""
     traj = state.traj
@@ -210,6 +215,10 @@ async def handle_calls(state: AgentState, turn: int, completion: Completion, cal
             if not code.strip():
                 content = "Error: execute_code needs a non-empty `code` argument."
                 state.consecutive_errors += 1
+            elif state.config.refuse_repeats and repeats_last_cell(state, code):
+                content = prompts.repeated_cell(state.config.scaffold)
+                state.counters.refused_repeats += 1
+                state.emit("notice", turn, text=content)
             else:
                 content = await run_cell(state, turn, comment, code)
         elif call.name == FINAL_ANSWER:

@@ -321,6 +321,9 @@ def run(
                                    help="show the model the columns and first rows of tables (default: on)"),
     constrain: Optional[bool] = _opt(None, "--constrain/--no-constrain", panel=AGENT,
                                      help="constrain replies to the tool protocol where the backend can (default: on)"),
+    refuse_repeats: Optional[bool] = _opt(None, "--refuse-repeats/--no-refuse-repeats", panel=AGENT,
+                                          help="a cell identical to the one just run is not run again; the model is told "
+                                          "to use its output (default: off)"),
     backend: Optional[str] = _opt(None, panel=KERNEL, help="kernel backend (default: local; forking with --search)"),
     sandbox: str = _opt("require", panel=KERNEL, help="kernel isolation: require (the default here: a benchmark's "
                         "labels must never be reachable from a kernel), auto or off"),
@@ -346,7 +349,7 @@ def run(
         _exit("--workers must be >= 1")
     agent = _config(AgentConfig, max_wall_s=task_timeout, scaffold=scaffold, max_turns=max_turns,
                     cell_timeout_s=cell_timeout, max_tokens_per_turn=max_tokens_per_turn, seed=seed,
-                    file_preview=preview, constrain=constrain,
+                    file_preview=preview, constrain=constrain, refuse_repeats=refuse_repeats,
                     temperature=temperature if search == "none" else None)
     task_timeout = agent.max_wall_s  # the agent's limit is the task's (the runner adds RUNNER_SLACK_S)
     result = _load(bench, limit, ids)
