@@ -62,6 +62,12 @@ def test_bad_input_is_a_clear_error(split, tmp_path):
     sample_tasks(split, tmp_path / "s", n=3)
     with pytest.raises(FileExistsError, match="already holds"):
         sample_tasks(split, tmp_path / "s", n=3)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "questions.jsonl").write_text((split / "questions.jsonl").read_text() + "{oops\n")
+    (broken / "labels.jsonl").write_text((split / "labels.jsonl").read_text())
+    with pytest.raises(ValueError, match="bad JSON on line 73"):
+        sample_tasks(broken, tmp_path / "b", n=3)
     with pytest.raises(FileNotFoundError, match="questions.jsonl"):
         sample_tasks(tmp_path / "nowhere", tmp_path / "t", n=3)
     everything = sample_tasks(split, tmp_path / "all", n=1000, per_table=6)

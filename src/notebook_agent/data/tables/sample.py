@@ -20,13 +20,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ...tasks.formats.common import read_jsonl
+
 LEVELS = ("easy", "medium", "hard")
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of a dabench file; a bad line stops the sample (a subset must be whole)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found (expected a dabench folder: questions.jsonl, labels.jsonl)")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = list(read_jsonl(path))
+    if bad := next((line.error for line in lines if line.record is None), None):
+        raise ValueError(bad)
+    return [line.record for line in lines if line.record is not None]
 
 
 def _table(q: dict[str, Any]) -> str:
