@@ -213,3 +213,19 @@ def test_eval_runs_export_verified_teacher_rows_and_keep_failures_apart(generate
     failed = [json.loads(l) for l in (tmp_path / "teacher" / "failed.jsonl").read_text().splitlines()]
     assert [r["id"] for r in failed] == [tasks[1].id] and failed[0]["trajectory"]["messages"]
     assert load_examples(tmp_path / "teacher" / "dataset")[0]["messages"][0]["role"] == "system"
+
+
+def test_export_reads_templates_past_a_bad_questions_line(tmp_path):
+    """The yield report's templates come from the run's questions.jsonl; a bad line there costs
+    only its own template (the formats' reader), not the export."""
+    from notebook_agent.data.runs import _template_of
+
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "questions.jsonl").write_text('{"id": 1, "template": "mean"}\n{not json\n[1]\n{"id": 2}\n'
+                                           '{"id": 3, "template": "corr"}\n')
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"benchmark": f"dabench:{bench}"}))
+    assert _template_of(run) == {"1": "mean", "3": "corr"}
+    assert _template_of(tmp_path / "missing") == {}

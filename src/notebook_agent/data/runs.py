@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from ..tasks.formats.common import read_jsonl
 from ..tasks.records import RESULTS_FILE, is_final, load_run_records
 from .export import normalize_message
 
@@ -28,13 +29,9 @@ def _template_of(run: Path) -> dict[str, str]:
     questions = path / "questions.jsonl" if path.is_dir() else path
     if not questions.is_file():
         return {}
-    out = {}
-    for line in questions.read_text().splitlines():
-        if line.strip():
-            rec = json.loads(line)
-            if rec.get("template"):
-                out[str(rec["id"])] = rec["template"]
-    return out
+    # the formats' own reader: a bad line is skipped (it only names a template), not fatal
+    return {str(ln.record["id"]): ln.record["template"] for ln in read_jsonl(questions)
+            if ln.record and ln.record.get("template") and "id" in ln.record}
 
 
 def export_runs(runs: list[str | Path], out: str | Path, source: str = "teacher",
