@@ -74,7 +74,8 @@ def pick(tasks: list[Task], per_level: int | None, limit: int | None) -> list[Ta
 def config(args: argparse.Namespace) -> AgentConfig:
     return AgentConfig(scaffold=args.scaffold, max_turns=args.max_turns, max_wall_s=args.task_timeout,
                        max_tokens_per_turn=args.max_tokens_per_turn, file_preview=not args.no_preview,
-                       constrain=not args.no_constrain, refuse_repeats=args.refuse_repeats)
+                       constrain=not args.no_constrain, refuse_repeats=args.refuse_repeats,
+                       code_after_refusal=args.code_after_refusal)
 
 
 async def one_run(tasks: list[Task], model: Any, out: Path, workers: int, args: argparse.Namespace) -> tuple[Any, float]:
@@ -85,7 +86,7 @@ async def one_run(tasks: list[Task], model: Any, out: Path, workers: int, args: 
         progress=sys.stderr.isatty(),
         settings={"benchmark": args.bench, "model": args.model, "scaffold": args.scaffold, "benchmark_tool": "eval.py",
                   "file_preview": not args.no_preview, "constrain": not args.no_constrain,
-                  "refuse_repeats": args.refuse_repeats})
+                  "refuse_repeats": args.refuse_repeats, "code_after_refusal": args.code_after_refusal})
     return summary, time.monotonic() - t0
 
 
@@ -188,6 +189,8 @@ def main() -> None:
     p.add_argument("--scaffold", default="tools", choices=["tools", "react"])
     p.add_argument("--no-constrain", action="store_true", help="replies not constrained to the tool protocol")
     p.add_argument("--refuse-repeats", action="store_true", help="a cell identical to the one just run is not run again")
+    p.add_argument("--code-after-refusal", action="store_true",
+                   help="after an answer refused for want of computed values, the next reply must run code")
     p.add_argument("--max-turns", type=int, default=8)
     p.add_argument("--max-tokens-per-turn", type=int, default=512)
     p.add_argument("--task-timeout", type=float, default=900.0)

@@ -248,6 +248,40 @@ async def test_a_nested_answer_stated_in_text_is_recovered_whole(task, session):
     assert traj.status == "answered" and traj.answer == "@pairs[[1,2],[3,4]]"
 
 
+class ChoiceRecorder(ScriptedModel):
+    """A scripted model that also records each call's `tool_choice`."""
+
+    def __init__(self, script):
+        super().__init__(script)
+        self.choices: list[str] = []
+
+    async def _complete(self, messages, tools, params):
+        self.choices.append(params.tool_choice)
+        return await super()._complete(messages, tools, params)
+
+
+async def test_after_a_refusal_for_want_of_values_only_code_may_follow_when_asked(task, session):
+    """code_after_refusal: an answer before any cell ran, or one copying the format's placeholder,
+    makes the next reply's tool_choice execute_code; the format reminder does not (the model
+    only has to write the answer again)."""
+    script = [call("final_answer", answer="@total_units[7]"),        # no cell ran yet
+              call("execute_code", comment="Sum.", code="print(3)"),
+              call("final_answer", answer="@total_units[value]"),    # the format's placeholder
+              call("execute_code", comment="Again.", code="print(3)"),
+              call("final_answer", answer="3"),                      # format reminder
+              call("final_answer", answer="@total_units[3]")]
+    model = ChoiceRecorder(list(script))
+    traj = await run_agent(task, model, session, AgentConfig(code_after_refusal=True))
+    assert traj.status == "answered" and traj.answer == "@total_units[3]"
+    assert model.choices == ["required", "execute_code", "required", "execute_code", "required", "required"]
+    assert traj.counters["forced_code"] == 2 and traj.counters["rejected_answers"] == 3
+
+    await session.restart()
+    model = ChoiceRecorder(list(script))
+    traj = await run_agent(task, model, session, AgentConfig())  # off by default
+    assert traj.status == "answered" and set(model.choices) == {"required"} and traj.counters["forced_code"] == 0
+
+
 async def test_a_cell_repeated_unchanged_is_refused_only_when_asked(task, session):
     """A side effect makes running it twice visible: the kernel's counter says how often it ran."""
     cell = call("execute_code", comment="Count and look.", code="n = globals().get('n', 0) + 1\nprint(n)")

@@ -85,6 +85,7 @@ def register(app: typer.Typer) -> None:
         preview: Optional[bool] = typer.Option(None, "--preview/--no-preview", help="Show the model the columns and first rows of tables (default: on)."),
         constrain: Optional[bool] = typer.Option(None, "--constrain/--no-constrain", help="Constrain replies to the tool protocol where the backend can (default: on)."),
         refuse_repeats: Optional[bool] = typer.Option(None, "--refuse-repeats/--no-refuse-repeats", help="Do not run a cell identical to the one just run; tell the model to use its output (default: off)."),
+        code_after_refusal: Optional[bool] = typer.Option(None, "--code-after-refusal/--no-code-after-refusal", help="After an answer refused for want of computed values, the next reply must run code (constrained; default: off)."),
         backend: Optional[str] = typer.Option(None, help="Kernel backend: local (ipykernel, the default) or forking."),
         sandbox: Optional[str] = typer.Option(None, help=SANDBOX_HELP),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the answer."),
@@ -95,7 +96,7 @@ def register(app: typer.Typer) -> None:
                                 max_consecutive_errors=max_errors, max_total_tokens=max_tokens, max_context_tokens=context_tokens,
                                       cell_timeout_s=cell_timeout, max_wall_s=max_wall, temperature=temperature,
                                       seed=seed, file_preview=preview, constrain=constrain,
-                                      refuse_repeats=refuse_repeats)
+                                      refuse_repeats=refuse_repeats, code_after_refusal=code_after_refusal)
         session_config = config_or_fail(console, SessionConfig, backend=backend, sandbox=sandbox)
         question, files = args[-1], check_files(args[:-1], console)
         if not question.strip():

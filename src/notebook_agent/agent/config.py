@@ -42,6 +42,10 @@ class AgentConfig:
                                         # task's @name[value] format, or after "Final answer:") is final
     refuse_repeats: bool = False        # a cell identical to the one just run is not run again: the
                                         # model is told to use its output (small models loop on it)
+    code_after_refusal: bool = False    # after an answer refused for want of computed values (no cell
+                                        # ran yet, the format's placeholders copied), the next reply must
+                                        # call execute_code (constrained decoding: small models resend
+                                        # the refused answer until the turns run out)
 
     def __post_init__(self) -> None:
         if self.scaffold not in SCAFFOLDS:

@@ -39,6 +39,7 @@ class Counters:
     kernel_restarts: int = 0
     cell_errors: int = 0
     refused_repeats: int = 0         # cells identical to the one just run, not run again (refuse_repeats)
+    forced_code: int = 0             # replies constrained to execute_code after a refusal (code_after_refusal)
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -72,6 +73,7 @@ class AgentState:
     nudges: int = 0                   # replies without a tool call in a row
     format_reminded: bool = False     # the answer format was recalled once already
     successful_cells: int = 0
+    code_next: bool = False           # the next reply must call execute_code (code_after_refusal)
     best_effort: str | None = None    # the latest answer-like text written after code ran successfully,
                                       # scored for a run without an answer (a guess never is)
     on_event: EventHandler | None = field(default=None, metadata=SHARED)

@@ -19,6 +19,7 @@ import asyncio
 import copy
 import re
 import time
+from dataclasses import dataclass
 
 from ..kernel.base import ExecutionResult, KernelError, KernelSession
 from ..models.base import Completion, SamplingParams, ToolCall
@@ -55,6 +56,8 @@ async def sample(state: AgentState, n: int = 1, logprobs: bool = False) -> list[
     params = SamplingParams(n=n, temperature=cfg.temperature, top_p=cfg.top_p,
                             max_tokens=cfg.max_tokens_per_turn, seed=cfg.seed, logprobs=logprobs,
                             constrain=cfg.constrain)
+    if state.code_next:  # the tools stay offered (the prompt and its cache do not change); the reply may only run code
+        params.tool_choice = EXECUTE_CODE
     return await complete_with_codec(model, view, TOOLS, params, SCAFFOLD_CODECS[cfg.scaffold])
 
 
@@ -160,19 +163,28 @@ async def run_cell(state: AgentState, turn: int, comment: str, code: str) -> str
     return observation
 
 
-def check_final(state: AgentState, answer: str, with_code: bool) -> str | None:
+@dataclass
+class Refusal:
+    """Why a final answer is refused. `needs_code`: it lacks computed values, so only a cell
+    can help (what `AgentConfig.code_after_refusal` acts on)."""
+
+    text: str
+    needs_code: bool = False
+
+
+def check_final(state: AgentState, answer: str, with_code: bool) -> Refusal | None:
     """Why a final answer is refused, or None to accept it."""
     if with_code:
-        return prompts.rejected_with_code(state.config.scaffold)
+        return Refusal(prompts.rejected_with_code(state.config.scaffold))
     if state.config.require_execution and state.successful_cells == 0:
-        return prompts.rejected_before_code(state.config.scaffold)
+        return Refusal(prompts.rejected_before_code(state.config.scaffold), needs_code=True)
     if (state.config.check_format and not state.format_reminded and "@" in (state.task.format or "")
             and not extract_answer_items(answer)):
         state.format_reminded = True
-        return f"Rejected: the answer must follow this format: {state.task.format}"
+        return Refusal(f"Rejected: the answer must follow this format: {state.task.format}")
     if state.config.check_format and (copied := placeholders_copied(answer, state.task.format)):
-        return (f"Rejected: {', '.join(copied)} is the format's placeholder, not a value. "
-                "Print the value with code, then answer with the number or text it printed.")
+        return Refusal(f"Rejected: {', '.join(copied)} is the format's placeholder, not a value. "
+                       "Print the value with code, then answer with the number or text it printed.", needs_code=True)
     return None
 
 
@@ -228,8 +240,10 @@ async def handle_calls(state: AgentState, turn: int, completion: Completion, cal
                 state.counters.rejected_answers += 1
                 if answer and not with_code and state.successful_cells > 0:
                     state.best_effort = answer  # an answer refused for its format; never a guess
-                content = refusal
-                state.emit("notice", turn, text=refusal)
+                if refusal.needs_code and state.config.code_after_refusal:
+                    state.code_next = True
+                content = refusal.text
+                state.emit("notice", turn, text=content)
             else:
                 traj.messages.append({"role": "tool", "tool_call_id": call.id, "name": call.name,
                                       "content": "Answer recorded."})
@@ -254,6 +268,9 @@ async def step(state: AgentState, completion: Completion, turn: int | None = Non
     """Act on one reply in place: run its cells / record its answer / tell the model what was
     wrong. The outcome's status is set when the run ends with this step."""
     turn = state.traj.turns if turn is None else turn
+    if state.code_next:  # this reply was sampled under tool_choice execute_code
+        state.code_next = False
+        state.counters.forced_code += 1
     text = completion.content or completion.raw_text
     if text and extract_answer_items(text) and state.successful_cells > 0:
         state.best_effort = text.strip()  # stated after code ran; one written before is a guess

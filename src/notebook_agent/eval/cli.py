@@ -324,6 +324,10 @@ def run(
     refuse_repeats: Optional[bool] = _opt(None, "--refuse-repeats/--no-refuse-repeats", panel=AGENT,
                                           help="a cell identical to the one just run is not run again; the model is told "
                                           "to use its output (default: off)"),
+    code_after_refusal: Optional[bool] = _opt(None, "--code-after-refusal/--no-code-after-refusal", panel=AGENT,
+                                              help="after an answer refused for want of computed values (no cell ran, "
+                                              "placeholders copied), the next reply must run code (constrained; "
+                                              "default: off)"),
     backend: Optional[str] = _opt(None, panel=KERNEL, help="kernel backend (default: local; forking with --search)"),
     sandbox: str = _opt("require", panel=KERNEL, help="kernel isolation: require (the default here: a benchmark's "
                         "labels must never be reachable from a kernel), auto or off"),
@@ -350,6 +354,7 @@ def run(
     agent = _config(AgentConfig, max_wall_s=task_timeout, scaffold=scaffold, max_turns=max_turns,
                     cell_timeout_s=cell_timeout, max_tokens_per_turn=max_tokens_per_turn, seed=seed,
                     file_preview=preview, constrain=constrain, refuse_repeats=refuse_repeats,
+                    code_after_refusal=code_after_refusal,
                     temperature=temperature if search == "none" else None)
     task_timeout = agent.max_wall_s  # the agent's limit is the task's (the runner adds RUNNER_SLACK_S)
     result = _load(bench, limit, ids)
