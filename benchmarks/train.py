@@ -10,7 +10,9 @@ with code, tool outputs of varied length; or --dataset FILE) for the same number
   TRL's batch size, NEFTune off); the dataset is given as `messages` and TRL tokenizes it.
 - `tuned`: our pipeline (assistant-only masks, see notebook_agent/train) plus BFD packing
   (padding-free rows of --max-length tokens), a larger batch, the best attention kernel
-  installed (flash-attn 2, else SDPA; --attn overrides), bf16, Liger kernels when installed.
+  installed (flash-attn 2, else SDPA with a block mask per packed row, train/packing.py; --attn
+  overrides), bf16 (on a CPU too, where it computes bf16 natively, as `train sft` does), Liger
+  kernels when installed.
 
 tokens/s counts real (non-pad) tokens, from TRL's own `num_tokens`, after --warmup steps.
 MFU = tokens/s * FLOPs/token / peak, FLOPs/token = 6 * params + 12 * layers * hidden * mean
@@ -123,7 +125,7 @@ def run(name: str, args: argparse.Namespace, examples: list[dict[str, Any]], mod
     from trl import SFTConfig, SFTTrainer
 
     from notebook_agent.train.base_model import load_model, load_tokenizer
-    from notebook_agent.train.sft import encode_dataset
+    from notebook_agent.train.sft import SFTSettings, encode_dataset, use_bf16
     from notebook_agent.train.templates import FAMILIES, detect_family, load_template
 
     tok = load_tokenizer(model_spec)
@@ -140,8 +142,11 @@ def run(name: str, args: argparse.Namespace, examples: list[dict[str, Any]], mod
         attn = getattr(model.config, "_attn_implementation", "?")
     else:
         attn = best_attention(cuda, args.attn)
-        dtype = torch.bfloat16 if cuda else torch.float32
-        model = load_model(model_spec, dtype=dtype, attn_implementation=attn)
+        # what `train sft` does: bf16 on CUDA and on a CPU that computes it natively (AVX-512 BF16, AMX)
+        bf16 = use_bf16(SFTSettings(model=model_spec, dataset="", out=""), cuda)
+        model = load_model(model_spec, dtype=torch.bfloat16 if bf16 else torch.float32, attn_implementation=attn)
+        if not cuda:
+            common.update(bf16=bf16)
         try:
             import liger_kernel  # noqa: F401
             liger = cuda
@@ -157,6 +162,10 @@ def run(name: str, args: argparse.Namespace, examples: list[dict[str, Any]], mod
         name = f"tuned (bfd packing {args.max_length}, batch {args.tuned_batch}, {attn}, liger={liger})"
     clock = Clock()
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=data, processing_class=tok, callbacks=[clock.callback()])
+    if name != "trl_defaults":
+        from notebook_agent.train.packing import mask_packed_batches
+
+        mask_packed_batches(trainer)  # what `train sft` does: SDPA must not attend across packed examples
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     trainer.train()

@@ -1,0 +1,75 @@
+"""Packed (padding-free) batches for attention kernels that cannot read sequence boundaries.
+
+TRL's padding-free collator flattens a batch into one row and marks where each example starts
+only by `position_ids` (and `cu_seq_lens_*`, which only the flash-attention kernels read).
+SDPA and eager attention ignore both: every token of a packed row then attends to the examples
+packed before it (checked in tests/train/test_packing.py), so a trace is trained with an
+unrelated trace as its context. On a CPU there is no flash attention, so `train sft --packing`
+adds a block-diagonal causal mask to each batch instead (`mask_packed_batches`). The mask is
+dense, (tokens in the row)^2 entries, so it is allowed only up to `MAX_MASKED_ROW` tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: the longest flattened row (per_device_train_batch_size x max_length) given a dense mask:
+#: 8,192^2 entries are 128 MB in bf16
+MAX_MASKED_ROW = 8192
+
+
+def reads_boundaries(attn_implementation: str | None) -> bool:
+    """Whether the attention kernel reads packed sequence boundaries (the flash-attention
+    family, including hub kernels such as kernels-community/flash-attn3)."""
+    return "flash" in (attn_implementation or "")
+
+
+def block_causal_mask(position_ids: Any, dtype: Any) -> Any:
+    """An additive [batch, 1, L, L] mask: a token sees earlier tokens of its own example only.
+    Examples are told apart by `position_ids` restarting at 0."""
+    import torch
+
+    example = torch.cumsum((position_ids == 0).to(torch.int32), dim=1)  # [B, L]: which example
+    length = position_ids.shape[1]
+    allowed = (example[:, :, None] == example[:, None, :]) & torch.ones(length, length, dtype=torch.bool).tril()
+    mask = torch.zeros(allowed.shape, dtype=dtype)
+    return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+class MaskedPackedCollator:
+    """Wraps a padding-free collator: adds `block_causal_mask` to each batch."""
+
+    def __init__(self, collate: Any, dtype: Any):
+        self.collate, self.dtype = collate, dtype
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.collate(features)
+        if "position_ids" in batch and "attention_mask" not in batch:
+            batch["attention_mask"] = block_causal_mask(batch["position_ids"], self.dtype)
+        return batch
+
+
+def check_masked_row(padding_free: bool, attn_implementation: str | None, batch_size: int, max_length: int | None) -> None:
+    """Refuse, before training, a padding-free setup whose dense mask would be too large.
+    Called by `train_sft` with the run's settings."""
+    if not padding_free or reads_boundaries(attn_implementation):
+        return
+    row = batch_size * (max_length or 0)
+    if max_length is None or row > MAX_MASKED_ROW:
+        raise ValueError(
+            f"packing with {attn_implementation or 'this'} attention needs a dense mask per batch of "
+            f"(batch size x max length)^2 = ({batch_size} x {max_length})^2 entries (at most {MAX_MASKED_ROW}^2): "
+            "lower --batch-size or --max-length, install flash attention (--attn flash_attention_2), "
+            "or train without --packing")
+
+
+def mask_packed_batches(trainer: Any) -> bool:
+    """Give `trainer` (a TRL SFTTrainer) masked packed batches when its model's attention cannot
+    read sequence boundaries; True when it did. TRL refuses a custom collator with padding-free
+    training, so the one it built is wrapped after construction."""
+    model = trainer.model
+    attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    if not getattr(trainer, "padding_free", False) or reads_boundaries(attn):
+        return False
+    trainer.data_collator = MaskedPackedCollator(trainer.data_collator, model.dtype)
+    return True
