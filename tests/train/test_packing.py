@@ -7,9 +7,9 @@ import torch
 
 from notebook_agent.train.packing import (
     MAX_MASKED_ROW,
-    MaskedPackedCollator,
     check_masked_row,
     mask_packed_batches,
+    mask_packed_rows,
     reads_boundaries,
 )
 
@@ -42,34 +42,43 @@ def test_packed_examples_see_only_themselves_with_the_mask(attn):
 
     with torch.no_grad():
         alone = [model(torch.tensor([x])).logits[0] for x in (a, b)]
-    plain = logits(collate(features))
+    batch = collate(features)
+    plain = logits(batch)
     assert torch.allclose(plain[:7], alone[0], atol=1e-5)
     assert not torch.allclose(plain[7:], alone[1], atol=1e-3)  # the bug the mask is for
-    masked = logits(MaskedPackedCollator(collate, model.dtype)(features))
+    handle = mask_packed_rows(model)
+    masked = logits(batch)
     assert torch.allclose(masked[:7], alone[0], atol=1e-5) and torch.allclose(masked[7:], alone[1], atol=1e-5)
+    with torch.no_grad():  # one sequence (generation) is left as it was
+        assert torch.allclose(model(torch.tensor([a])).logits[0], alone[0])
+    handle.remove()
+    assert torch.allclose(logits(batch), plain)
 
 
 def test_trainer_batches_are_masked_and_the_loss_is_each_example_alone(tmp_path, smollm2_tokenizer):
     """A real SFTTrainer with BFD packing and SDPA: after `mask_packed_batches` its packed batch
-    gives the same loss as the examples evaluated one by one."""
+    gives the same loss as the examples evaluated one by one, and the trainer still counts the
+    batch's 19 tokens (a mask put in the batch would be summed as tokens)."""
     import datasets
     from trl import SFTConfig, SFTTrainer
 
     model = tiny_llama("sdpa")
     rows = [{"input_ids": list(range(3, 3 + n))} for n in (9, 6, 4)]
     cfg = SFTConfig(output_dir=str(tmp_path), packing=True, max_length=32, per_device_train_batch_size=1,
-                    report_to="none", use_cpu=True, bf16=False, dataset_num_proc=None, max_steps=1)
+                    report_to="none", use_cpu=True, bf16=False, dataset_num_proc=None, max_steps=1, logging_steps=1)
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=datasets.Dataset.from_list(rows),
                          processing_class=smollm2_tokenizer)
     assert mask_packed_batches(trainer)
     batch = next(iter(trainer.get_train_dataloader()))
-    assert batch["input_ids"].shape[1] == 19 and batch["attention_mask"].dim() == 4
+    assert batch["input_ids"].shape[1] == 19 and "attention_mask" not in batch
     with torch.no_grad():
         packed = model(**batch).loss
         # each alone: the collator drops the first token of each example from the loss
         total = sum(model(torch.tensor([r["input_ids"]]), labels=torch.tensor([r["input_ids"]])).loss * (len(r["input_ids"]) - 1)
                     for r in rows)
     assert torch.allclose(packed, total / (19 - 3), atol=1e-5)
+    trainer.train()
+    assert trainer.state.log_history[0]["num_tokens"] == 19
 
 
 def test_a_dense_mask_that_would_be_too_large_is_refused_before_training():

@@ -5,7 +5,7 @@ only by `position_ids` (and `cu_seq_lens_*`, which only the flash-attention kern
 SDPA and eager attention ignore both: every token of a packed row then attends to the examples
 packed before it (checked in tests/train/test_packing.py), so a trace is trained with an
 unrelated trace as its context. On a CPU there is no flash attention, so `train sft --packing`
-adds a block-diagonal causal mask to each batch instead (`mask_packed_batches`). The mask is
+adds a block-diagonal causal mask to each packed forward pass instead (`mask_packed_batches`). The mask is
 dense, (tokens in the row)^2 entries, so it is allowed only up to `MAX_MASKED_ROW` tokens.
 """
 
@@ -36,17 +36,21 @@ def block_causal_mask(position_ids: Any, dtype: Any) -> Any:
     return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
 
 
-class MaskedPackedCollator:
-    """Wraps a padding-free collator: adds `block_causal_mask` to each batch."""
+def mask_packed_rows(model: Any) -> Any:
+    """Make `model` attend within each packed example: a forward pre-hook adds
+    `block_causal_mask` when the call has `position_ids` that restart inside a row and no
+    attention mask (a single sequence, as in generation, is left alone). The batch itself is
+    not changed, so the trainer's token counts (which read `attention_mask` when present) stay
+    right. Returns the hook's handle."""
+    dtype = model.dtype
 
-    def __init__(self, collate: Any, dtype: Any):
-        self.collate, self.dtype = collate, dtype
+    def add_mask(module: Any, args: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        pos = kwargs.get("position_ids")
+        if pos is not None and kwargs.get("attention_mask") is None and bool((pos[:, 1:] == 0).any()):
+            kwargs["attention_mask"] = block_causal_mask(pos, dtype).to(pos.device)
+        return args, kwargs
 
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = self.collate(features)
-        if "position_ids" in batch and "attention_mask" not in batch:
-            batch["attention_mask"] = block_causal_mask(batch["position_ids"], self.dtype)
-        return batch
+    return model.register_forward_pre_hook(add_mask, with_kwargs=True)
 
 
 def check_masked_row(padding_free: bool, attn_implementation: str | None, batch_size: int, max_length: int | None) -> None:
@@ -64,12 +68,12 @@ def check_masked_row(padding_free: bool, attn_implementation: str | None, batch_
 
 
 def mask_packed_batches(trainer: Any) -> bool:
-    """Give `trainer` (a TRL SFTTrainer) masked packed batches when its model's attention cannot
-    read sequence boundaries; True when it did. TRL refuses a custom collator with padding-free
-    training, so the one it built is wrapped after construction."""
+    """Mask `trainer`'s packed rows (a TRL SFTTrainer; `mask_packed_rows` on its model) when its
+    model's attention cannot read sequence boundaries; True when it did. (TRL refuses a custom
+    collator with padding-free training, and a mask in the batch would be counted as tokens.)"""
     model = trainer.model
     attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
     if not getattr(trainer, "padding_free", False) or reads_boundaries(attn):
         return False
-    trainer.data_collator = MaskedPackedCollator(trainer.data_collator, model.dtype)
+    mask_packed_rows(model)
     return True
