@@ -10,6 +10,7 @@ import pytest
 from notebook_agent.agent.loop import AgentConfig, run_agent
 from notebook_agent.agent.notebook import trajectory_to_notebook
 from notebook_agent.kernel import make_session
+from notebook_agent.models.base import ChatModel
 from notebook_agent.tasks.task import Task
 
 SALES = Path(__file__).resolve().parents[2] / "examples" / "sales.csv"
@@ -63,32 +64,26 @@ async def test_smollm2_runs_the_loop_and_leaves_a_valid_notebook(scaffold, smoll
         assert step.result.execution_count is not None or step.result.status != "ok"
 
 
-class FirstReplyScripted:
+class FirstReplyScripted(ChatModel):
     """SmolLM2 behind a first reply that answers before any code ran (what small students do);
     every later reply is the real model's, decoded under the scaffold's constraint."""
 
-    def __new__(cls, inner, first):
-        from notebook_agent.models.base import ChatModel
+    applies_call_codec = True
+    name = "first-scripted"
 
-        class _Model(ChatModel):
-            applies_call_codec = True
-            name = "first-scripted"
+    def __init__(self, inner, first):
+        self.inner, self.first, self.params = inner, first, []
 
-            def __init__(self):
-                self.params = []
+    async def _complete(self, messages, tools, params):
+        self.params.append(params)
+        return [self.first] if len(self.params) == 1 else await self.inner.complete(messages, tools, params)
 
-            async def _complete(self, messages, tools, params):
-                self.params.append(params)
-                return [first] if len(self.params) == 1 else await inner.complete(messages, tools, params)
+    def count_tokens(self, text):
+        return self.inner.count_tokens(text)
 
-            def count_tokens(self, text):
-                return inner.count_tokens(text)
-
-            @property
-            def context_window(self):
-                return inner.context_window
-
-        return _Model()
+    @property
+    def context_window(self):
+        return self.inner.context_window
 
 
 @pytest.mark.slow

@@ -53,10 +53,15 @@ def mask_packed_rows(model: Any) -> Any:
     return model.register_forward_pre_hook(add_mask, with_kwargs=True)
 
 
+def needs_mask(padding_free: bool, attn_implementation: str | None) -> bool:
+    """Whether packed rows need `block_causal_mask`: padding-free rows, and attention that
+    does not read their boundaries."""
+    return padding_free and not reads_boundaries(attn_implementation)
+
+
 def check_masked_row(padding_free: bool, attn_implementation: str | None, batch_size: int, max_length: int | None) -> None:
-    """Refuse, before training, a padding-free setup whose dense mask would be too large.
-    Called by `train_sft` with the run's settings."""
-    if not padding_free or reads_boundaries(attn_implementation):
+    """Refuse a padding-free setup whose dense mask would be too large (before training)."""
+    if not needs_mask(padding_free, attn_implementation):
         return
     row = batch_size * (max_length or 0)
     if max_length is None or row > MAX_MASKED_ROW:
@@ -69,11 +74,15 @@ def check_masked_row(padding_free: bool, attn_implementation: str | None, batch_
 
 def mask_packed_batches(trainer: Any) -> bool:
     """Mask `trainer`'s packed rows (a TRL SFTTrainer; `mask_packed_rows` on its model) when its
-    model's attention cannot read sequence boundaries; True when it did. (TRL refuses a custom
-    collator with padding-free training, and a mask in the batch would be counted as tokens.)"""
-    model = trainer.model
+    model's attention cannot read sequence boundaries, after `check_masked_row` on its settings;
+    True when it did. Called by `train_sft` (and benchmarks/train.py) before `trainer.train()`.
+    (TRL refuses a custom collator with padding-free training, and a mask in the batch would be
+    counted as tokens.)"""
+    model, args = trainer.model, trainer.args
     attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
-    if not getattr(trainer, "padding_free", False) or reads_boundaries(attn):
+    padding_free = getattr(trainer, "padding_free", False)
+    check_masked_row(padding_free, attn, args.per_device_train_batch_size, args.max_length)
+    if not needs_mask(padding_free, attn):
         return False
     mask_packed_rows(model)
     return True

@@ -25,7 +25,7 @@ from ..models.resolve import TRAIN_META_FILE
 from .base_model import resolve_source
 from .chat_data import Example, load_examples
 from .encode import codec_for, tokenize_conversation
-from .packing import check_masked_row, mask_packed_batches
+from .packing import mask_packed_batches
 from .templates import FAMILIES, detect_family, inference_template, load_template
 
 META_FILE = TRAIN_META_FILE  # models/resolve.py reads the codec from it
@@ -192,7 +192,6 @@ def train_sft(s: SFTSettings) -> SFTResult:
         print(f"warning: {counts['truncated_examples']} of {len(rows)} examples are longer than max_length "
               f"{s.max_length}; {counts['cut_trained_tokens']} assistant tokens are cut from the loss", file=sys.stderr)
     train = datasets.Dataset.from_list(rows)
-    check_masked_row(s.packing or s.padding_free, model.config._attn_implementation, s.batch_size, s.max_length)
     peft_config = None
     if s.lora is not None:
         from peft import LoraConfig
@@ -201,7 +200,7 @@ def train_sft(s: SFTSettings) -> SFTResult:
                                  target_modules=s.lora.target_modules, task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=sft_config(s, use_cuda), train_dataset=train, processing_class=tokenizer,
                          peft_config=peft_config, callbacks=[progress_callback()] if s.progress else None)
-    mask_packed_batches(trainer)  # SDPA / eager: packed examples must not attend to each other
+    mask_packed_batches(trainer)  # SDPA / eager: packed examples must not attend to each other (or too long: refused)
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     out = Path(s.out)
