@@ -11,6 +11,7 @@ import pytest
 from benchdata import DABENCH_DEV
 from eval_helpers import fake_factory, make_tasks, scripted_agent
 
+from notebook_agent.eval.report import cost_points, load_runs
 from notebook_agent.eval.runner import run_eval
 from notebook_agent.tasks.scoring import get_scorer
 
@@ -130,7 +131,12 @@ async def test_report_compares_runs(tmp_path: Path):
     assert "| Summary Statistics | 100.0 (n=3) | 33.3 (n=3) |" in md
     assert "| max_turns | 0 | 4 |" in md
     assert "model-A" in md and "![ABQ by level](report.png)" in md
-    assert (tmp_path / "rep" / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![ABQ against tokens per task](report-cost.png)" in md
+    points = cost_points(load_runs([tmp_path / "A", tmp_path / "B"]))
+    assert [(p.name, round(p.abq, 3)) for p in points] == [("A", 1.0), ("B", 0.333)]
+    assert [round(x, 3) for x in points[1].ci] == [0.097, 0.7]       # the Wilson interval of the table above
+    for png in ("report.png", "report-cost.png"):
+        assert (tmp_path / "rep" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"report: {tmp_path / 'rep' / 'report.md'}" in r.stdout and "Summary Statistics" in r.stdout
     r = cli("report", str(tmp_path / "nope"))
     assert r.returncode == 2 and "not a run directory" in r.stderr

@@ -403,4 +403,4 @@ def report(
         raise typer.Exit(2) from None
     print_tables(files.tables)
     print(f"report: {files.markdown}")
-    print(f"plot: {files.plot}")
+    print(f"plots: {files.plot} {files.cost_plot}")

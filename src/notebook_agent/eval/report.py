@@ -216,12 +216,14 @@ def print_tables(ts: list[Table], console: Any = None) -> None:
         console.print(rt)
 
 
-def markdown(runs: list[RunReport], ts: list[Table], plot_name: str | None) -> str:
+def markdown(runs: list[RunReport], ts: list[Table], plot_name: str | None, cost_plot_name: str | None = None) -> str:
     lines = ["# Evaluation report", ""]
     lines += [f"- **{r.name}**: `{r.path}` (git {r.settings.get('git_commit') or '?'})" for r in runs]
     lines.append("")
     if plot_name:
         lines += [f"![ABQ by level]({plot_name})", ""]
+    if cost_plot_name:
+        lines += [f"![ABQ against tokens per task]({cost_plot_name})", ""]
     for t in ts:
         lines += [f"## {t.title}", "", "| " + " | ".join(t.header) + " |",
                   "|" + "|".join(["---"] + ["---:"] * (len(t.header) - 1)) + "|"]
@@ -268,6 +270,45 @@ def plot_levels(runs: list[RunReport], path: Path) -> Path:
     return path
 
 
+@dataclass
+class CostPoint:
+    name: str
+    mean_tokens: float
+    abq: float
+    ci: tuple[float, float]
+
+
+def cost_points(runs: list[RunReport]) -> list[CostPoint]:
+    """Each run's ABQ (with its Wilson interval) against its mean tokens per task: what a
+    search setting buys for what it spends."""
+    return [CostPoint(r.name, r.mean_tokens, r.metrics.abq, wilson_interval(r.metrics.overall.n_correct, r.metrics.overall.n))
+            for r in runs]
+
+
+def plot_cost(runs: list[RunReport], path: Path) -> Path:
+    """One point per run: mean tokens per task (x) against ABQ (y), 95% Wilson intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for p in cost_points(runs):
+        y = 100 * p.abq
+        ax.errorbar([p.mean_tokens], [y], yerr=[[y - 100 * p.ci[0]], [100 * p.ci[1] - y]], fmt="o", capsize=3)
+        ax.annotate(p.name, (p.mean_tokens, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xlabel("mean tokens per task (prompt + completion)")
+    ax.set_ylabel("ABQ (%)")
+    ax.set_ylim(0, 100)
+    ax.set_xlim(left=0)
+    ax.set_title("Accuracy against cost (95% Wilson intervals)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def default_out_dir(run_dirs: list[Path]) -> Path:
     if len(run_dirs) == 1:
         return run_dirs[0]
@@ -279,6 +320,7 @@ def default_out_dir(run_dirs: list[Path]) -> Path:
 class ReportFiles:
     markdown: Path
     plot: Path
+    cost_plot: Path
     tables: list[Table]
     runs: list[RunReport]
 
@@ -288,7 +330,8 @@ def make_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) -
     out = Path(out_dir) if out_dir else default_out_dir([r.path for r in runs])
     out.mkdir(parents=True, exist_ok=True)
     plot = plot_levels(runs, out / "report.png")
+    cost_plot = plot_cost(runs, out / "report-cost.png")
     ts = tables(runs)
     md = out / "report.md"
-    md.write_text(markdown(runs, ts, plot.name))
-    return ReportFiles(markdown=md, plot=plot, tables=ts, runs=runs)
+    md.write_text(markdown(runs, ts, plot.name, cost_plot.name))
+    return ReportFiles(markdown=md, plot=plot, cost_plot=cost_plot, tables=ts, runs=runs)
