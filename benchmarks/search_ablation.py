@@ -39,6 +39,10 @@ def _id_key(i: str) -> tuple[int, str]:
     return (len(i), i)  # numeric ids in numeric order, any others too
 
 
+def _mean(xs: list[float]) -> float | None:
+    return round(sum(xs) / len(xs), 3) if xs else None
+
+
 def _search(record: dict[str, Any]) -> dict[str, Any]:
     return (record.get("trajectory") or {}).get("search") or {}
 
@@ -86,6 +90,8 @@ def row_summary(run: RunReport, ids: set[str], tasks: dict[str, Any], scorer: An
             "tasks_with_a_right_candidate": len(with_right),
             "right_in_tree_not_chosen": sorted(with_right - {str(r["id"]) for r in recs if r.get("correct")}, key=_id_key),
             "value_auc": auc([c["value"] for c in valued], [c["right"] for c in valued]),
+            "mean_value_right": _mean([c["value"] for c in valued if c["right"]]),
+            "mean_value_wrong": _mean([c["value"] for c in valued if not c["right"]]),
             "top_valued_wrong": [{k: c[k] for k in ("id", "value", "answer")} for c in wrong[:5]],
         }
     return row
@@ -136,7 +142,8 @@ def main() -> None:
             c = r["candidates"]
             a = "-" if c["value_auc"] is None else f"{c['value_auc']:.3f}"
             print(f"{name}: {c['n']} candidates ({c['right']} right); a right one in {c['tasks_with_a_right_candidate']} "
-                  f"trees, not chosen in {c['right_in_tree_not_chosen']}; candidate-value AUC {a}")
+                  f"trees, not chosen in {c['right_in_tree_not_chosen']}; candidate-value AUC {a} (mean value: right "
+                  f"{c['mean_value_right']}, wrong {c['mean_value_wrong']})")
     if args.out:
         make_report([runs[n].path for n, _ in named], args.out)
         (args.out / "ablation.json").write_text(json.dumps({"tasks": sorted(ids, key=_id_key), "rows": rows}, indent=1))

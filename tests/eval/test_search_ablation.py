@@ -61,6 +61,7 @@ def test_ablation_table_pairs_rows_and_scores_every_candidate(tmp_path: Path):
     assert (c["n"], c["right"], c["tasks_with_a_right_candidate"]) == (3, 2, 2)
     assert c["right_in_tree_not_chosen"] == ["1"]
     assert c["value_auc"] == 0.0  # both right candidates (0.2, 0.8) valued below the wrong one (0.9)
+    assert (c["mean_value_right"], c["mean_value_wrong"]) == (0.5, 0.9)
     assert c["top_valued_wrong"] == [{"id": "1", "value": 0.9, "answer": "@a[9]"}]
     assert full["vs_one"]["only_ref"] == ["1"] and full["vs_one"]["only_row"] == ["2"]
     assert (out / "report.md").exists() and (out / "report-cost.png").stat().st_size > 1000
