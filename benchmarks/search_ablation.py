@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -39,25 +40,24 @@ def _id_key(i: str) -> tuple[int, str]:
     return (len(i), i)  # numeric ids in numeric order, any others too
 
 
-def _mean(xs: list[float]) -> float | None:
-    return round(sum(xs) / len(xs), 3) if xs else None
+def _mean(xs: list[float], digits: int = 3) -> float | None:
+    return round(sum(xs) / len(xs), digits) if xs else None
 
 
 def _search(record: dict[str, Any]) -> dict[str, Any]:
     return (record.get("trajectory") or {}).get("search") or {}
 
 
-def candidates(run: RunReport, tasks: dict[str, Any], scorer: Any) -> list[dict[str, Any]]:
-    """Every candidate answer of every task's tree, scored: {id, answer, value, right, chosen}."""
+def candidates(records: list[dict[str, Any]], tasks: dict[str, Any], scorer: Any) -> list[dict[str, Any]]:
+    """Every candidate answer of every task's tree, scored: {id, answer, value, right}."""
     out = []
-    for r in run.records:
+    for r in records:
         task = tasks.get(str(r["id"]))
         if task is None:
             continue
         for c in _search(r).get("candidates") or []:
             right = safe_score(scorer, task, c.get("answer")).correct
-            out.append({"id": str(r["id"]), "answer": c.get("answer"), "value": c.get("value"),
-                        "right": right, "chosen": c.get("answer") == r.get("answer")})
+            out.append({"id": str(r["id"]), "answer": c.get("answer"), "value": c.get("value"), "right": right})
     return out
 
 
@@ -68,20 +68,18 @@ def row_summary(run: RunReport, ids: set[str], tasks: dict[str, Any], scorer: An
     stats = [_search(r).get("stats") or {} for r in recs]
 
     def mean(key: str, rows: list[dict[str, Any]]) -> float | None:
-        vals = [x[key] for x in rows if isinstance(x.get(key), (int, float))]
-        return round(sum(vals) / len(vals), 2) if vals else None
+        return _mean([x[key] for x in rows if isinstance(x.get(key), (int, float))], 2)
 
     row: dict[str, Any] = {
         "tasks": n, "right": right, "abq": right / n if n else 0.0, "abq_ci": wilson_interval(right, n),
         "mean_tokens": mean("total_tokens", recs), "mean_wall_s": mean("wall_s", recs),
         "mean_model_s": mean("model_s", recs), "mean_kernel_s": mean("kernel_s", recs),
-        "statuses": dict(sorted({s: sum(r.get("status") == s for r in recs) for s in
-                                 {r.get("status") for r in recs}}.items())),
+        "statuses": dict(sorted(Counter(r.get("status") for r in recs).items())),
         "mean_iterations": mean("iterations", stats), "mean_nodes": mean("nodes", stats),
         "search": run.settings.get("search", "none"),
     }
     if row["search"] == "mcts":
-        cands = [c for c in candidates(run, tasks, scorer) if c["id"] in ids]
+        cands = candidates(recs, tasks, scorer)
         with_right = {c["id"] for c in cands if c["right"]}
         valued = [c for c in cands if isinstance(c["value"], (int, float))]
         wrong = sorted((c for c in valued if not c["right"]), key=lambda c: -c["value"])
