@@ -22,6 +22,17 @@ def test_wilson_interval_matches_hand_computed_values(k: int, n: int, lo: float,
     assert got == pytest.approx((lo, hi), abs=5e-5)
 
 
+def test_wilson_interval_holds_its_estimate_exactly_at_the_ends():
+    """At k = 0 the lower bound is exactly 0 (and at k = n the upper exactly 1): rounding must
+    not leave the bound past the estimate, or error bars built from it turn negative."""
+    for n in range(1, 200):
+        assert wilson_interval(0, n)[0] == 0.0
+        assert wilson_interval(n, n)[1] == 1.0
+        for k in range(n + 1):
+            lo, hi = wilson_interval(k, n)
+            assert lo <= k / n <= hi
+
+
 def test_wilson_interval_by_formula():
     # 3 of 20 by hand: p = .15, z^2 = 3.8415; centre = (.15 + z^2/40) / (1 + z^2/20)
     z2 = 1.959963984540054 ** 2

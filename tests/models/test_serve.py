@@ -45,6 +45,9 @@ TOOLS = [
 ]
 REQUIRED = {"execute_code": {"comment", "code"}, "final_answer": {"answer"}}
 ASK = [{"role": "user", "content": "Write Python code that prints the sum of 2 and 3."}]
+# Greedy SmolLM2 keeps counting well past 900 tokens (measured: it stops only at max_tokens), so
+# a request for it outlives a 3 s client; a sampled short answer could end before the timeout.
+LONG = [{"role": "user", "content": "Count from 1 to 1000, one number per line."}]
 
 
 def free_port() -> int:
@@ -110,7 +113,7 @@ def test_a_client_that_goes_away_cancels_its_request(smollm2_path, tmp_path):
     proc, url, log_path, log = start(tmp_path, smollm2_path, "--n-ctx", "1024", "--parallel", "1")
     try:
         with pytest.raises(httpx.TimeoutException):
-            chat(url, timeout=3, messages=ASK, max_tokens=900, temperature=1.0, seed=1)
+            chat(url, timeout=3, messages=LONG, max_tokens=900, temperature=0.0)
         t0 = time.monotonic()
         r = chat(url, messages=ASK, max_tokens=4)
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] > 0

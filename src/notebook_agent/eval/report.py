@@ -239,6 +239,13 @@ def markdown(runs: list[RunReport], ts: list[Table], plot_name: str | None, cost
     return "\n".join(lines)
 
 
+def _error_bars(values: list[float], cis: list[tuple[float, float]]) -> list[list[float]]:
+    """Matplotlib's yerr (below, above) for percentages `values` with intervals `cis` in [0, 1].
+    Never negative: matplotlib rejects that, and rounding can put a bound a hair past the value."""
+    return [[max(0.0, v - 100 * lo) for v, (lo, _) in zip(values, cis)],
+            [max(0.0, 100 * hi - v) for v, (_, hi) in zip(values, cis)]]
+
+
 def plot_levels(runs: list[RunReport], path: Path) -> Path:
     """Grouped bars: ABQ per level (and overall), one bar per run."""
     import matplotlib
@@ -253,8 +260,7 @@ def plot_levels(runs: list[RunReport], path: Path) -> Path:
         groups = [r.metrics.overall if lv == "overall" else r.metrics.by_level.get(lv) for lv in levels]
         values = [100 * g.abq if g else 0.0 for g in groups]
         cis = [wilson_interval(g.n_correct, g.n) if g and g.n else (0.0, 0.0) for g in groups]
-        err = [[max(0.0, v - 100 * lo) for v, (lo, _) in zip(values, cis)],
-               [max(0.0, 100 * hi - v) for v, (_, hi) in zip(values, cis)]]
+        err = _error_bars(values, cis)
         xs = [j + (i - (len(runs) - 1) / 2) * width for j in range(len(levels))]
         bars = ax.bar(xs, values, width, label=r.name, yerr=err, capsize=3, ecolor="0.3")
         ax.bar_label(bars, fmt="%.0f", fontsize=8)
@@ -295,7 +301,7 @@ def plot_cost(runs: list[RunReport], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for p in cost_points(runs):
         y = 100 * p.abq
-        ax.errorbar([p.mean_tokens], [y], yerr=[[y - 100 * p.ci[0]], [100 * p.ci[1] - y]], fmt="o", capsize=3)
+        ax.errorbar([p.mean_tokens], [y], yerr=_error_bars([y], [p.ci]), fmt="o", capsize=3)
         ax.annotate(p.name, (p.mean_tokens, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set_xlabel("mean tokens per task (prompt + completion)")
     ax.set_ylabel("ABQ (%)")
