@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from notebook_agent.train.value_data import (
+    candidate_examples,
+    load_tree_candidates,
     load_value_examples,
     read_tree,
     tree_examples,
@@ -60,6 +62,26 @@ def test_examples_are_sampled_paths_with_q_targets(tree_dir, traces):
     one = tree_examples(nodes, paths_per_class=1, name="t0")
     assert {e.node for e in one} in ({1, 2, 3, 4, 5}, {1, 2, 3, 4, 6})
     assert len(load_value_examples(tree_dir)) == 6 * len(traces)
+
+
+def test_held_out_trees_give_their_answered_candidates(tree_dir, traces):
+    """`value-eval --trees`: every answered terminal node with its reward, clustered by tree;
+    a failed terminal (max_errors, no answer) is not a candidate."""
+    from typer.testing import CliRunner
+
+    from notebook_agent.cli import app
+
+    cands = candidate_examples(read_tree(tree_dir / "tree-0.json"), "t0")
+    assert [(e.node, e.target, e.depth) for e in cands] == [(3, 1.0, 3), (5, -1.0, 3)]
+    assert len(load_tree_candidates(tree_dir)) == 2 * len(traces)
+    r = CliRunner().invoke(app, ["train", "value-eval", "--trees", str(tree_dir), "--bootstrap", "0"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    # the wrong candidate answered after a failing cell: the error heuristic ranks every pair right
+    assert summary["states"] == 2 * len(traces) and summary["positive"] == len(traces)
+    assert summary["attempts"] == len(traces) and summary["heuristic_auc"] == 1.0
+    none = CliRunner().invoke(app, ["train", "value-eval"])
+    assert none.exit_code == 1 and "--runs and/or --trees" in none.output
 
 
 def test_inference_trees_are_not_training_data(tree_dir, traces, tmp_path):

@@ -125,7 +125,10 @@ def value(
 
 @app.command("value-eval")
 def value_eval(
-    runs: list[str] = typer.Option(..., "--runs", help="eval run folder(s) over held-out tasks (repeatable)"),
+    runs: Optional[list[str]] = typer.Option(None, "--runs", help="eval run folder(s) over held-out tasks: every "
+                                             "state of each attempt (repeatable)"),
+    trees: Optional[list[str]] = typer.Option(None, "--trees", help="trees collected on held-out tasks (a JSON "
+                                              "file or a directory; repeatable): their answered candidates"),
     model: Optional[str] = typer.Option(None, help="a value model directory (train value); without it, only the "
                                         "heuristic is scored"),
     out: Optional[str] = typer.Option(None, help="write the report (JSON, with every state's score) here"),
@@ -134,20 +137,26 @@ def value_eval(
     batch_size: int = 8,
 ) -> None:
     """AUC (overall and at depths 1, 3, 5) and calibration of a value model on held-out states,
-    beside the no-training heuristic "the latest output is not an error" (alone without --model)."""
+    beside the no-training heuristic "the latest output is not an error" (alone without --model).
+    States: every prefix of the runs' attempts (outcome targets) and the trees' answered
+    candidates (reward targets; clustered by tree)."""
     from pathlib import Path
 
     from rich.console import Console
     from rich.table import Table
 
-    from .value_data import load_run_examples
+    from .value_data import load_run_examples, load_tree_candidates
     from .value_eval import evaluate_value, last_output_ok
 
     def heuristic(batch: list) -> list[float]:
         return [last_output_ok(m) for m in batch]
 
     try:
-        examples = load_run_examples(runs, include_root)
+        if not runs and not trees:
+            raise ValueError("give held-out states: --runs and/or --trees")
+        examples = load_run_examples(runs, include_root) if runs else []
+        for t in trees or []:
+            examples += load_tree_candidates(t)
         score = heuristic
         if model:
             _need_train_extra()
@@ -159,7 +168,7 @@ def value_eval(
         print(f"error: {e}", file=sys.stderr)
         raise typer.Exit(1)
     report = evaluate_value(score, examples, bootstrap=bootstrap)
-    report["value_model"], report["runs"] = model or "none: the heuristic in both columns", runs
+    report["value_model"], report["runs"], report["trees"] = model or "none: the heuristic in both columns", runs, trees
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(report, indent=1))
@@ -171,7 +180,7 @@ def value_eval(
         return f"{r['auc']:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
     table = Table(title=f"{'value model' if model else 'heuristic'} on {report['model']['states']} held-out states "
-                        f"({report['model']['positive']} positive, {report['model']['attempts']} attempts)")
+                        f"({report['model']['positive']} positive, {report['model']['attempts']} attempts or trees)")
     for col in ("", "states", "positive", "AUC value model", "AUC last output ok", "MSE"):
         table.add_column(col)
     rows = [("all", report["model"], report["heuristic_last_output_ok"])]

@@ -136,6 +136,30 @@ def load_value_examples(trees: str | Path, paths_per_class: int = 4, include_roo
     return out
 
 
+def candidate_examples(nodes: list[TreeNode], name: str = "") -> list[ValueExample]:
+    """Every answered terminal node of one tree, with the scorer's reward as its target: the
+    candidates among which a value-guided search must pick, so the measurement that matters."""
+    return [ValueExample(n.messages, max(-1.0, min(1.0, n.reward)), name, n.id, n.depth)
+            for n in nodes if n.terminal and n.answer is not None and n.reward is not None and n.messages]
+
+
+def load_tree_candidates(trees: str | Path) -> list[ValueExample]:
+    """The answered candidates of collected trees (a JSON file or a directory of them); trees
+    grown without rewards are skipped, as in training."""
+    path = Path(trees).expanduser()
+    files = sorted(path.glob("**/*.json")) if path.is_dir() else [path]
+    if not files or not files[0].exists():
+        raise ValueError(f"no tree JSON files at {path}")
+    out: list[ValueExample] = []
+    for f in files:
+        d = _tree_json(f)
+        if not grown_without_rewards(d):
+            out.extend(candidate_examples(_nodes(d), f.name))
+    if not out:
+        raise ValueError(f"{path}: no answered candidates with rewards (collect with `eval run ... --collect`)")
+    return out
+
+
 def outcome_reward(record: dict[str, Any]) -> float:
     """An attempt's reward as JUPITER's collection defines it: fraction right, else -1."""
     return float(record.get("fraction") or 0.0) if record.get("n_right") else -1.0
