@@ -1,12 +1,16 @@
 """Does a value model tell good notebook states from bad ones? AUC on held-out states, by pooling.
 
-    python benchmarks/value.py --train-runs runs/teacher-a runs/teacher-b \
-        --eval-runs runs/dev60-tools-c runs/dev60-tools-u [--model smollm2-135m] [--max-length 128,512]
+    python benchmarks/value.py --train-runs runs/teacher-a runs/teacher-b [--train-trees runs/collect/trees] \
+        --eval-runs runs/dev60-tools-c runs/dev60-tools-u [--eval-trees runs/collect-heldout/trees] \
+        [--model smollm2-135m] [--max-length 128,512]
 
 Training states: every prefix state of the attempts in `--train-runs` (eval runs over
-generated training tasks), valued by the attempt's outcome (train/value_data.py). Held-out
-states: the same from `--eval-runs` (other tables, e.g. dabench-dev attempts: evaluation
-only). The backbone is frozen; each state goes through it once, and the mean and the final
+generated training tasks), valued by the attempt's outcome, and the sampled paths of trees
+collected on training tasks (`--train-trees`), valued by node Q (train/value_data.py).
+Held-out states: the same from `--eval-runs` (other tables, e.g. dabench-dev attempts:
+evaluation only), and the answered candidates of trees collected on held-out tables
+(`--eval-trees`), valued by the scorer's reward: their AUC (the "candidates" column) is what
+a value-guided search needs, picking among answers. The backbone is frozen; each state goes through it once, and the mean and the final
 token's states are kept, so the three poolings (mean, last, mean_last) are compared on the
 same forward passes, for each truncation in `--max-length` (the most recent tokens kept).
 The head's epochs, and then the one setting reported as the result (truncation, pooling),
@@ -77,8 +81,10 @@ def plot_roc(path: Path, curves: dict[str, list[float]], positive: list[bool], t
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--train-runs", nargs="+", required=True)
-    ap.add_argument("--eval-runs", nargs="+", required=True)
+    ap.add_argument("--train-runs", nargs="*", default=[])
+    ap.add_argument("--train-trees", nargs="*", default=[], help="trees collected on training tasks")
+    ap.add_argument("--eval-runs", nargs="*", default=[])
+    ap.add_argument("--eval-trees", nargs="*", default=[], help="trees collected on held-out tasks: their candidates")
     ap.add_argument("--model", default="smollm2-135m", help="the backbone (registry name, GGUF or directory)")
     ap.add_argument("--max-length", default="128,512", help="most recent tokens of a state kept (candidates, "
                     "chosen by CV)")
@@ -90,21 +96,32 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="write the full report (JSON, every held-out state's scores) here")
     args = ap.parse_args()
+    if not (args.train_runs or args.train_trees) or not (args.eval_runs or args.eval_trees):
+        ap.error("give training states (--train-runs/--train-trees) and held-out ones (--eval-runs/--eval-trees)")
 
     import torch
     from rich.console import Console
     from rich.table import Table
 
     from notebook_agent.models.value_model import ValueModel
-    from notebook_agent.train.value_data import load_run_examples
+    from notebook_agent.train.value_data import load_run_examples, load_tree_candidates, load_value_examples
     from notebook_agent.train.value_eval import auc, evaluate_scores, last_output_ok, paired_auc_difference
     from notebook_agent.train.value_train import ValueSettings, build_value_model, fit
 
     torch.manual_seed(args.seed)
     console = Console(stderr=True)
-    train = load_run_examples(args.train_runs)
-    held = load_run_examples(args.eval_runs)
-    overlap = {e.tree.split("#")[-1] for e in train} & {e.tree.split("#")[-1] for e in held}
+    train = load_run_examples(args.train_runs) if args.train_runs else []
+    for t in args.train_trees:
+        train += load_value_examples(t, seed=args.seed)
+    held = load_run_examples(args.eval_runs) if args.eval_runs else []
+    candidates = [e for t in args.eval_trees for e in load_tree_candidates(t)]
+    cand_idx = list(range(len(held), len(held) + len(candidates)))
+    held += candidates
+
+    def task_of(e) -> str:  # RUN#task for attempts, task.json for trees
+        return e.tree.split("#")[-1].removesuffix(".json")
+
+    overlap = {task_of(e) for e in train} & {task_of(e) for e in held}
     if overlap:
         console.print(f"[yellow]warning: {len(overlap)} task id(s) in both sets: {sorted(overlap)[:5]}")
     lengths = [int(x) for x in args.max_length.split(",")]
@@ -137,6 +154,15 @@ def main() -> None:
     folds = folds_by_task(train, 5, args.seed)
     h_scores = [last_output_ok(e.messages) for e in held]
     heuristic = evaluate_scores(h_scores, held, bootstrap=args.bootstrap, seed=args.seed)
+
+    def on_candidates(scores: list[float]) -> dict | None:
+        """The report on the held-out trees' answered candidates alone."""
+        if not cand_idx:
+            return None
+        return evaluate_scores([scores[i] for i in cand_idx], [held[i] for i in cand_idx], bootstrap=args.bootstrap,
+                               seed=args.seed)
+
+    heuristic["candidates"] = on_candidates(h_scores)
     results: dict[str, dict] = {}
     for length in lengths:
         f_train, f_held = feats[length]
@@ -155,7 +181,8 @@ def main() -> None:
             with torch.no_grad():
                 scores = vm.value(f_held[:, cols[pooling]]).tolist()
             r = {"max_length": length, "pooling": pooling, "epochs": best, "cv_auc": cv,
-                 **evaluate_scores(scores, held, bootstrap=args.bootstrap, seed=args.seed), "scores": scores}
+                 **evaluate_scores(scores, held, bootstrap=args.bootstrap, seed=args.seed), "scores": scores,
+                 "candidates": on_candidates(scores)}
             # paired: the same resampled attempts for the model and the heuristic
             r["minus_heuristic"] = paired_auc_difference(scores, h_scores, [e.target > 0 for e in held],
                                                          [e.tree for e in held], args.bootstrap, args.seed)
@@ -169,18 +196,18 @@ def main() -> None:
         return f"{r['auc']:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
     table = Table(title=f"held-out AUC: {len(held)} states ({heuristic['positive']} positive, "
-                        f"{heuristic['attempts']} attempts); trained on {len(train)} states "
+                        f"{heuristic['attempts']} attempts or trees; {len(cand_idx)} of them tree candidates); trained on {len(train)} states "
                         f"({sum(e.target > 0 for e in train)} positive, {len({e.tree for e in train})} attempts); "
                         f"* = chosen by cross-validation on the training tasks")
     for c in ("scorer", "head epochs (CV AUC)", "AUC [95% CI]", "minus heuristic [95% CI]", "depth 1", "depth 3",
-              "depth 5", "MSE"):
+              "depth 5", "candidates", "MSE"):
         table.add_column(c)
     for name, r in [*results.items(), ("heuristic: last output ok", heuristic)]:
         epochs = f"{r['epochs']} ({r['cv_auc'][r['epochs']]:.3f})" if "epochs" in r else "-"
         d = r.get("minus_heuristic")
         diff = f"{d['difference']:+.3f} [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}]" if d else "-"
         table.add_row(name + (" *" if name == chosen else ""), epochs, fmt(r), diff,
-                      *(fmt(r["by_depth"].get(d)) for d in ("1", "3", "5")), f"{r['mse']:.3f}")
+                      *(fmt(r["by_depth"].get(d)) for d in ("1", "3", "5")), fmt(r["candidates"]), f"{r['mse']:.3f}")
     Console(width=170).print(table)
     c = results[chosen]
     summary = {"train_states": len(train), "train_positive": sum(e.target > 0 for e in train),
@@ -190,7 +217,10 @@ def main() -> None:
                "chosen_minus_heuristic": c["minus_heuristic"], "auc_heuristic": heuristic["auc"],
                "auc_ci_heuristic": heuristic["auc_ci"],
                "auc_by_depth_heuristic": {d: r["auc"] for d, r in heuristic["by_depth"].items()},
-               "auc_all": {k: r["auc"] for k, r in results.items()}}
+               "auc_all": {k: r["auc"] for k, r in results.items()}, "held_candidates": len(cand_idx),
+               "auc_candidates_chosen": (c["candidates"] or {}).get("auc"),
+               "auc_candidates_heuristic": (heuristic["candidates"] or {}).get("auc"),
+               "auc_candidates_all": {k: (r["candidates"] or {}).get("auc") for k, r in results.items()}}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"summary": summary, "args": vars(args), "heuristic": heuristic,

@@ -199,3 +199,26 @@ async def test_a_trained_value_model_values_the_nodes_of_a_search(tiny_model_dir
     expected = scorer.score([child.messages])[0]
     assert child.visits == 1 and abs(child.q - expected) < 1e-4
     assert expected != 0.0  # a real score, not the no-value-model ablation's neutral 0
+
+
+def test_value_benchmark_trains_on_trees_and_scores_held_out_candidates(tiny_model_dir, tree_dir, traces, tmp_path):
+    """benchmarks/value.py with trees on both sides: training states are the trees' sampled
+    paths, and the held-out candidates get their own AUC beside the heuristic's."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    p = subprocess.run([sys.executable, str(root / "benchmarks" / "value.py"), "--train-trees", str(tree_dir),
+                        "--eval-trees", str(tree_dir), "--model", str(tiny_model_dir), "--max-length", "64",
+                        "--epochs", "2", "--bootstrap", "20", "--no-bf16"],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    assert summary["train_states"] == len(load_value_examples(tree_dir))
+    assert summary["held_states"] == summary["held_candidates"] == 2 * len(traces)
+    assert summary["auc_candidates_heuristic"] == 1.0  # the wrong answers came after a failing cell
+    assert set(summary["auc_candidates_all"]) == {f"{pool}, last 64" for pool in ("mean", "last", "mean_last")}
+    assert "task id(s) in both sets" in p.stderr
+    missing = subprocess.run([sys.executable, str(root / "benchmarks" / "value.py"), "--train-trees", str(tree_dir)],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "held-out ones" in missing.stderr
