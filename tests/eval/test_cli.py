@@ -142,6 +142,39 @@ async def test_report_compares_runs(tmp_path: Path):
     assert r.returncode == 2 and "not a run directory" in r.stderr
 
 
+async def test_merge_joins_shards_into_one_run_and_refuses_overlaps_and_mixed_settings(tmp_path: Path):
+    """Two shards over disjoint ids become one run that `report` reads as one; an id in two
+    shards, or shards with other settings (unless allowed, and then recorded), are errors."""
+    tasks = make_tasks(6)
+    answers = {t.id: f"@v[{t.id}]" if t.id in "024" else "@v[x]" for t in tasks}
+
+    async def shard(name: str, ids: str, scaffold: str = "tools") -> Path:
+        await run_eval([t for t in tasks if t.id in ids], None, tmp_path / name, scorer=get_scorer("dabench"),
+                       agent_config={"scaffold": scaffold}, session_factory=fake_factory([]),
+                       agent_fn=scripted_agent(answers), progress=False, settings={"model": "m", "benchmark": "test:x"})
+        return tmp_path / name
+
+    a, b = await shard("a", "012"), await shard("b", "345")
+    r = cli("merge", str(a), str(b), "--out", str(tmp_path / "ab"))
+    assert r.returncode == 0, r.stderr
+    assert last_json(r.stdout)["records"] == 6
+    run = json.loads((tmp_path / "ab" / "run.json").read_text())
+    assert [m["records"] for m in run["merged_from"]] == [3, 3] and len(run["sessions"]) == 2
+    (merged,) = load_runs([tmp_path / "ab"])
+    assert merged.metrics.n == 6 and merged.metrics.overall.n_correct == 3   # ids 0, 2, 4
+    again = cli("merge", str(a), str(b), "--out", str(tmp_path / "ab"))
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+    over = cli("merge", str(a), str(await shard("c", "23")), "--out", str(tmp_path / "ac"))
+    assert over.returncode == 2 and "task 2 has a result in both" in over.stderr
+    other = await shard("d", "45", scaffold="react")
+    mixed = cli("merge", str(a), str(other), "--out", str(tmp_path / "ad"))
+    assert mixed.returncode == 2 and "agent_config.scaffold" in mixed.stderr
+    ok = cli("merge", str(a), str(other), "--out", str(tmp_path / "ad"), "--allow-changed-settings")
+    assert ok.returncode == 0, ok.stderr
+    diffs = json.loads((tmp_path / "ad" / "run.json").read_text())["merged_from"][1]["differences"]
+    assert diffs == ["agent_config.scaffold: 'tools' -> 'react'"]
+
+
 def test_score_reads_a_dabstep_submission(tmp_path: Path):
     d = tmp_path / "dabstep"
     (d / "context").mkdir(parents=True)

@@ -387,6 +387,25 @@ def run(
                        n_rescored=summary.n_rescored, status_counts=summary.status_counts, scorer=sc.name), flush=True)
 
 
+# --- merge -------------------------------------------------------------------------------------
+@app.command()
+def merge(
+    run_dirs: list[Path] = typer.Argument(..., help="run directories over disjoint task ids"),
+    out: Path = typer.Option(..., "--out", "-o", help="the merged run's folder (new)"),
+    allow_changed_settings: bool = typer.Option(False, help="merge runs whose identity settings differ "
+                                                "(recorded in run.json's merged_from)"),
+) -> None:
+    """One run from shards run apart (other cores, machines or sessions), for reports and paired tests."""
+    from .runner import SettingsMismatch, merge_runs
+
+    try:
+        summary = merge_runs(run_dirs, out, allow_changed_settings)
+    except (FileNotFoundError, FileExistsError, ValueError, SettingsMismatch) as e:
+        _err(f"error: {e}")
+        raise typer.Exit(2) from None
+    print(json.dumps(summary))
+
+
 # --- report ------------------------------------------------------------------------------------
 @app.command()
 def report(
