@@ -10,9 +10,11 @@ collected on training tasks (`--train-trees`), valued by node Q (train/value_dat
 Held-out states: the same from `--eval-runs` (other tables, e.g. dabench-dev attempts:
 evaluation only), and the answered candidates of trees collected on held-out tables
 (`--eval-trees`), valued by the scorer's reward: their AUC (the "candidates" column) is what
-a value-guided search needs, picking among answers. The backbone is frozen; each state goes through it once, and the mean and the final
-token's states are kept, so the three poolings (mean, last, mean_last) are compared on the
-same forward passes, for each truncation in `--max-length` (the most recent tokens kept).
+a value-guided search needs, picking among answers.
+
+The backbone is frozen; each state goes through it once, and the mean and the final token's
+states are kept, so the three poolings (mean, last, mean_last) are compared on the same
+forward passes, for each truncation in `--max-length` (the most recent tokens kept).
 The head's epochs, and then the one setting reported as the result (truncation, pooling),
 are chosen by 5-fold cross-validation over training attempts, never on held-out states;
 each head then trains on all training states. Every setting's held-out AUC is printed, the
@@ -196,7 +198,8 @@ def main() -> None:
         return f"{r['auc']:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
     table = Table(title=f"held-out AUC: {len(held)} states ({heuristic['positive']} positive, "
-                        f"{heuristic['attempts']} attempts or trees; {len(cand_idx)} of them tree candidates); trained on {len(train)} states "
+                        f"{heuristic['attempts']} attempts or trees; {len(cand_idx)} tree candidates); "
+                        f"trained on {len(train)} states "
                         f"({sum(e.target > 0 for e in train)} positive, {len({e.tree for e in train})} attempts); "
                         f"* = chosen by cross-validation on the training tasks")
     for c in ("scorer", "head epochs (CV AUC)", "AUC [95% CI]", "minus heuristic [95% CI]", "depth 1", "depth 3",

@@ -111,13 +111,19 @@ def tree_examples(nodes: list[TreeNode], paths_per_class: int = 4, include_root:
     return out
 
 
-def load_value_examples(trees: str | Path, paths_per_class: int = 4, include_root: bool = False,
-                        seed: int = 0) -> list[ValueExample]:
-    """Examples from a tree JSON file or a directory of them."""
+def _tree_files(trees: str | Path) -> tuple[Path, list[Path]]:
+    """A tree JSON file, or every one under a directory."""
     path = Path(trees).expanduser()
     files = sorted(path.glob("**/*.json")) if path.is_dir() else [path]
     if not files or not files[0].exists():
         raise ValueError(f"no tree JSON files at {path}")
+    return path, files
+
+
+def load_value_examples(trees: str | Path, paths_per_class: int = 4, include_root: bool = False,
+                        seed: int = 0) -> list[ValueExample]:
+    """Examples from a tree JSON file or a directory of them."""
+    path, files = _tree_files(trees)
     rng = random.Random(seed)
     out: list[ValueExample] = []
     unrewarded = 0
@@ -146,10 +152,7 @@ def candidate_examples(nodes: list[TreeNode], name: str = "") -> list[ValueExamp
 def load_tree_candidates(trees: str | Path) -> list[ValueExample]:
     """The answered candidates of collected trees (a JSON file or a directory of them); trees
     grown without rewards are skipped, as in training."""
-    path = Path(trees).expanduser()
-    files = sorted(path.glob("**/*.json")) if path.is_dir() else [path]
-    if not files or not files[0].exists():
-        raise ValueError(f"no tree JSON files at {path}")
+    path, files = _tree_files(trees)
     out: list[ValueExample] = []
     for f in files:
         d = _tree_json(f)
