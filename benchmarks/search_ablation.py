@@ -14,7 +14,8 @@ For MCTS rows, every candidate answer the tree reached is scored against the gol
 (evaluation only: the search never sees it), so the table also says how often a right
 answer was in the tree but not chosen, and how well the candidates' values (the value
 model's, where one was used) rank right candidates above wrong ones (AUC), with the
-highest-valued wrong candidates as examples.
+highest-valued wrong candidates as examples, and how many tasks each way of picking among
+the same candidates (majority, value-weighted vote, best value) would have got right.
 
 `--out` writes `eval report`'s files for the rows (report.md, report.png, report-cost.png)
 and `ablation.json`. Prints a table; the last line is one JSON object.
@@ -61,6 +62,17 @@ def candidates(records: list[dict[str, Any]], tasks: dict[str, Any], scorer: Any
     return out
 
 
+def right_by_aggregate(records: list[dict[str, Any]], tasks: dict[str, Any], scorer: Any) -> dict[str, int]:
+    """Tasks right if the search had picked with each aggregation (majority, value-weighted,
+    best value), from the answers its record stores for all of them."""
+    out: Counter[str] = Counter()
+    for r in records:
+        task = tasks.get(str(r["id"]))
+        for method, answer in (_search(r).get("aggregates") or {}).items():
+            out[method] += bool(task is not None and answer is not None and safe_score(scorer, task, answer).correct)
+    return dict(sorted(out.items()))
+
+
 def row_summary(run: RunReport, ids: set[str], tasks: dict[str, Any], scorer: Any) -> dict[str, Any]:
     recs = [r for r in run.records if str(r["id"]) in ids]
     n = len(recs)
@@ -91,6 +103,9 @@ def row_summary(run: RunReport, ids: set[str], tasks: dict[str, Any], scorer: An
             "mean_value_right": _mean([c["value"] for c in valued if c["right"]]),
             "mean_value_wrong": _mean([c["value"] for c in valued if not c["right"]]),
             "top_valued_wrong": [{k: c[k] for k in ("id", "value", "answer")} for c in wrong[:5]],
+            # what each way of picking among the same candidates would have scored (the
+            # search ran with one of them; the others are read off its tree, post hoc)
+            "right_by_aggregate": right_by_aggregate(recs, tasks, scorer),
         }
     return row
 
@@ -141,7 +156,8 @@ def main() -> None:
             a = "-" if c["value_auc"] is None else f"{c['value_auc']:.3f}"
             print(f"{name}: {c['n']} candidates ({c['right']} right); a right one in {c['tasks_with_a_right_candidate']} "
                   f"trees, not chosen in {c['right_in_tree_not_chosen']}; candidate-value AUC {a} (mean value: right "
-                  f"{c['mean_value_right']}, wrong {c['mean_value_wrong']})")
+                  f"{c['mean_value_right']}, wrong {c['mean_value_wrong']}); right if picked by "
+                  + ", ".join(f"{k} {v}" for k, v in c["right_by_aggregate"].items()))
     if args.out:
         make_report([runs[n].path for n, _ in named], args.out)
         (args.out / "ablation.json").write_text(json.dumps({"tasks": sorted(ids, key=_id_key), "rows": rows}, indent=1))

@@ -16,8 +16,10 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def make_run(d: Path, search: str, rows: list[tuple[int, bool, str | None, list[tuple[str, float]]]]) -> Path:
-    """A run folder: per task (id, right, chosen answer, [(candidate answer, value)])."""
+def make_run(d: Path, search: str, rows: list[tuple[int, bool, str | None, list[tuple[str, float]]]],
+             aggregates: dict[int, dict[str, str]] | None = None) -> Path:
+    """A run folder: per task (id, right, chosen answer, [(candidate answer, value)]), and
+    the answer each aggregation would pick (`aggregates[id]`)."""
     d.mkdir(parents=True)
     (d / "run.json").write_text(json.dumps({"search": search, "benchmark": "dabench:x", "model": "m"}))
     write_jsonl(d / "results.jsonl", [
@@ -26,6 +28,7 @@ def make_run(d: Path, search: str, rows: list[tuple[int, bool, str | None, list[
          "level": "easy", "concepts": [], "total_tokens": 1000 * (k + 1), "wall_s": 10.0 * (k + 1),
          "model_s": 9.0, "kernel_s": 1.0,
          "trajectory": {"search": {"candidates": [{"answer": a, "value": v} for a, v in cands],
+                                   "aggregates": (aggregates or {}).get(i, {}),
                                    "stats": {"iterations": 2, "nodes": 7}} if search == "mcts" else None}}
         for k, (i, ok, ans, cands) in enumerate(rows)])
     return d
@@ -44,7 +47,9 @@ def test_ablation_table_pairs_rows_and_scores_every_candidate(tmp_path: Path):
     vote = make_run(tmp_path / "vote", "vote", [(1, True, "@a[1]", []), (2, True, "@b[2]", []), (3, False, None, [])])
     # MCTS: task 1 chose a wrong answer valued above the right one it also found; task 2 right.
     mcts = make_run(tmp_path / "mcts", "mcts", [(1, False, "@a[9]", [("@a[1]", 0.2), ("@a[9]", 0.9)]),
-                                                (2, True, "@b[2]", [("@b[2]", 0.8)]), (3, False, None, [])])
+                                                (2, True, "@b[2]", [("@b[2]", 0.8)]), (3, False, None, [])],
+                    aggregates={1: {"majority": "@a[9]", "best_value": "@a[1]"},
+                                2: {"majority": "@b[2]", "best_value": "@b[2]"}})
     out = tmp_path / "rep"
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_ablation.py"), "--bench", f"dabench:{bench}",
                         "--row", f"one={one}", "--row", f"vote={vote}", "--row", f"mcts={mcts}", "--vote", "vote",
@@ -63,6 +68,7 @@ def test_ablation_table_pairs_rows_and_scores_every_candidate(tmp_path: Path):
     assert c["value_auc"] == 0.0  # both right candidates (0.2, 0.8) valued below the wrong one (0.9)
     assert (c["mean_value_right"], c["mean_value_wrong"]) == (0.5, 0.9)
     assert c["top_valued_wrong"] == [{"id": "1", "value": 0.9, "answer": "@a[9]"}]
+    assert c["right_by_aggregate"] == {"best_value": 2, "majority": 1}
     assert full["vs_one"]["only_ref"] == ["1"] and full["vs_one"]["only_row"] == ["2"]
     assert (out / "report.md").exists() and (out / "report-cost.png").stat().st_size > 1000
     assert "candidate-value AUC 0.000" in p.stdout
