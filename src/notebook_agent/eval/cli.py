@@ -396,7 +396,8 @@ def merge(
                                                 "(recorded in run.json's merged_from)"),
 ) -> None:
     """One run from shards run apart (other cores, machines or sessions), for reports and paired tests."""
-    from .runner import SettingsMismatch, merge_runs
+    from .merge import merge_runs
+    from .runner import SettingsMismatch
 
     try:
         summary = merge_runs(run_dirs, out, allow_changed_settings)

@@ -134,7 +134,7 @@ def _config_dict(config: Any) -> Any:
     return config
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
+def write_json_atomic(path: Path, data: Any) -> None:
     import json
 
     tmp = path.with_name(path.name + ".tmp")
@@ -142,7 +142,7 @@ def _write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+def setting_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """`key: old -> new` for each identity setting that changed (sub-keys for dicts)."""
     import json
 
@@ -180,7 +180,7 @@ def _prepare_run_file(out_dir: Path, settings: dict[str, Any], n_tasks: int, n_t
     if path.exists():
         old = json.loads(path.read_text())
         if check_settings:
-            changed = _differences(old, settings)
+            changed = setting_differences(old, settings)
             if changed:
                 raise SettingsMismatch(
                     f"{out_dir} holds a run made with other settings ({'; '.join(changed)}). Use another --out "
@@ -189,7 +189,7 @@ def _prepare_run_file(out_dir: Path, settings: dict[str, Any], n_tasks: int, n_t
     else:
         data = {**settings, "created_at": _now(), "sessions": [session]}
     data["load_issues"] = [dataclasses.asdict(i) for i in load_issues]
-    _write_json_atomic(path, data)
+    write_json_atomic(path, data)
 
 
 class _Progress:
@@ -464,45 +464,3 @@ async def run_eval(
         n_rescored=len(rescored),
     )
 
-
-def merge_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, allow_changed_settings: bool = False) -> dict[str, Any]:
-    """One run folder from runs over disjoint task ids (shards run apart: two cores, two
-    machines, or a subset first and the rest later), so reports and paired tests see one run.
-
-    Each input's latest final record per id is kept; an id final in two inputs is an error
-    (which verdict would count?), and so are differing identity settings unless allowed, as
-    for a resumed run. `run.json` is the first input's, with `merged_from` (each input's path,
-    commit and record count) and every input's sessions. Notebooks stay where they were."""
-    import json
-
-    out = Path(out_dir)
-    if (out / RESULTS_FILE).exists():
-        raise FileExistsError(f"{out} already holds a run: merge into a new folder")
-    inputs = [Path(p) for p in run_dirs]
-    if len(inputs) < 2:
-        raise ValueError("give at least two run folders to merge")
-    settings, records, owner = [], {}, {}
-    for path in inputs:
-        if not (path / RESULTS_FILE).is_file():
-            raise FileNotFoundError(f"{path} is not a run directory: it has no {RESULTS_FILE}")
-        s = json.loads((path / RUN_FILE).read_text()) if (path / RUN_FILE).exists() else {}
-        if settings and not allow_changed_settings and (changed := _differences(settings[0], s)):
-            raise SettingsMismatch(f"{path} was run with other settings than {inputs[0]} ({'; '.join(changed)}); "
-                                   "merge anyway with --allow-changed-settings if mixing is intended")
-        settings.append(s)
-        for tid, rec in latest_by_id(read_records(path / RESULTS_FILE)[0]).items():
-            if not is_final(rec):
-                continue
-            if tid in records:
-                raise ValueError(f"task {tid} has a result in both {owner[tid]} and {path}: the shards overlap")
-            records[tid], owner[tid] = rec, path
-    out.mkdir(parents=True, exist_ok=True)
-    with ResultsWriter(out / RESULTS_FILE) as w:
-        for rec in records.values():
-            w.append(rec)
-    merged = {**settings[0], "merged_from": [
-        {"path": str(p), "git_commit": s.get("git_commit"), "records": sum(o == p for o in owner.values()),
-         "differences": _differences(settings[0], s)} for p, s in zip(inputs, settings)],
-        "sessions": [x for s in settings for x in s.get("sessions", [])]}
-    _write_json_atomic(out / RUN_FILE, merged)
-    return {"out": str(out), "records": len(records), "inputs": merged["merged_from"]}
