@@ -82,3 +82,22 @@ def test_collector_merges_streams_caps_bytes_and_clears() -> None:
     c.add_message("display_data", {"data": {"text/plain": "v1"}, "metadata": {}, "transient": {"display_id": "d"}})
     c.add_message("update_display_data", {"data": {"text/plain": "v2"}, "metadata": {}, "transient": {"display_id": "d"}})
     assert c.finish()[0]["data"] == {"text/plain": "v2"}
+
+
+def test_the_dropped_output_note_stays_visible_after_a_long_interrupt_traceback() -> None:
+    """Capped output, then an interrupt that landed deep in a call: the error that replaces the
+    KeyboardInterrupt goes before the collector's note, so the elided view (head and tail) shows
+    the note and the error line however long the traceback (seen in CI under load)."""
+    from notebook_agent.kernel.cell import _replace_interrupt
+
+    c = OutputCollector(max_bytes=10_000)
+    for _ in range(30):
+        c.add_message("stream", {"name": "stdout", "text": "x" * 999 + "\n"})
+    frames = [f"File /usr/lib/python3/signal.py:{i}, in handler(signum, frame)\n    " + "y" * 150 for i in range(30)]
+    c.add_message("error", {"ename": "KeyboardInterrupt", "evalue": "",
+                            "traceback": ["Traceback (most recent call last)", *frames, "KeyboardInterrupt"]})
+    outs = _replace_interrupt(c, "OutputLimitExceeded", "The cell kept printing.")
+    assert [o["output_type"] for o in outs] == ["stream", "error", "stream"]
+    text = text_view(outs, TextViewConfig(max_chars=4000))
+    assert len(text) <= 4000 and "chars elided" in text
+    assert "output truncated" in text and "OutputLimitExceeded: The cell kept printing." in text

@@ -45,9 +45,15 @@ TOOLS = [
 ]
 REQUIRED = {"execute_code": {"comment", "code"}, "final_answer": {"answer"}}
 ASK = [{"role": "user", "content": "Write Python code that prints the sum of 2 and 3."}]
-# Greedy SmolLM2 keeps counting well past 900 tokens (measured: it stops only at max_tokens), so
-# a request for it outlives a 3 s client; a sampled short answer could end before the timeout.
-LONG = [{"role": "user", "content": "Count from 1 to 1000, one number per line."}]
+# A request that cannot end early on any machine: the grammar admits one answer, 1 to 400 written
+# out (about 1,500 SmolLM2 tokens, one per digit and space, after a prompt as long, since the
+# schema is in it: 44 s here), so it outlives a 2 s client however
+# fast the CPU (an unconstrained "count to 1000" ended within 3 s on a CI machine).
+LONG_ANSWER = " ".join(str(i) for i in range(1, 401))
+LONG = {"messages": [{"role": "user", "content": "Count from 1 to 400."}],
+        "tools": [{"type": "function", "function": {"name": "final_answer", "description": "Answer.", "parameters": {
+            "type": "object", "properties": {"answer": {"const": LONG_ANSWER}}, "required": ["answer"]}}}],
+        "tool_choice": "required", "max_tokens": 2000, "temperature": 0.0}
 
 
 def free_port() -> int:
@@ -110,10 +116,10 @@ def server(smollm2_path, tmp_path_factory):
 def test_a_client_that_goes_away_cancels_its_request(smollm2_path, tmp_path):
     """With one slot, a long request whose client timed out would hold it for its whole
     length; cancelled, it frees the slot for the next request at once."""
-    proc, url, log_path, log = start(tmp_path, smollm2_path, "--n-ctx", "1024", "--parallel", "1")
+    proc, url, log_path, log = start(tmp_path, smollm2_path, "--n-ctx", "4096", "--parallel", "1")
     try:
         with pytest.raises(httpx.TimeoutException):
-            chat(url, timeout=3, messages=LONG, max_tokens=900, temperature=0.0)
+            chat(url, timeout=2, **LONG)
         t0 = time.monotonic()
         r = chat(url, messages=ASK, max_tokens=4)
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] > 0

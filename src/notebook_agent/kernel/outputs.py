@@ -121,7 +121,7 @@ class OutputCollector:
             self.outputs[i]["metadata"] = dict(content.get("metadata", {}))
 
     def finish(self) -> list[dict[str, Any]]:
-        """The outputs, with a note appended when some were dropped."""
+        """The outputs, with a note appended (always last) when some were dropped."""
         outs = []
         for out in self.outputs:
             if "_parts" in out:
