@@ -172,13 +172,15 @@ async def main() -> None:
     ap.add_argument("--parts", default="concurrency,samples,speculation,flash",
                     help="which measurements, comma-separated")
     ap.add_argument("--builds", help="compare llama.cpp builds: 'default' and/or folders holding llama_cpp/")
+    ap.add_argument("--models", help="compare weight files (registry names or GGUF paths, e.g. the same model "
+                                     "quantized two ways) with each build")
     args = ap.parse_args()
-    if args.builds:
-        return compare_builds(args)
+    if args.builds or args.models:
+        return compare_variants(args)
     parts = set(args.parts.split(","))
     levels = [1, 4] if args.quick else [int(x) for x in args.levels.split(",")]
     repeats = 1 if args.quick else args.repeats
-    path = str(registry.pull(args.model))
+    path = args.model if args.model.endswith(".gguf") else str(registry.pull(args.model))
     load = os.getloadavg()[0]
     model = LlamaCppModel(path, n_ctx=2048, n_threads=args.n_threads, n_seq=max(levels + [3]), codec="hermes")
     conc: dict = {}
@@ -224,36 +226,43 @@ async def main() -> None:
     print(json.dumps(summary))
 
 
-def compare_builds(args: argparse.Namespace) -> None:
-    """Each build in a child process (one process loads one llama_cpp), alternating."""
-    builds = args.builds.split(",")
-    runs: dict[str, list[dict]] = {b: [] for b in builds}
+def compare_variants(args: argparse.Namespace) -> None:
+    """Each (build, weights) variant in a child process (one process loads one llama_cpp),
+    alternating over repeats, so that every variant sees the same load."""
+    builds = (args.builds or "default").split(",")
+    models = (args.models or args.model).split(",")
+    variants = [(b, m) for b in builds for m in models]
+    label = {v: " / ".join(x for x, n in ((v[0], len(builds)), (os.path.basename(v[1]), len(models))) if n > 1) or v[0]
+             for v in variants}
+    runs: dict[tuple[str, str], list[dict]] = {v: [] for v in variants}
     for r in range(max(1, args.repeats)):
-        for b in builds:
+        for b, m in variants:
             env = dict(os.environ)
             if b != "default":
                 if not os.path.isdir(os.path.join(b, "llama_cpp")):
                     raise SystemExit(f"{b}: no llama_cpp/ package in it")
                 env["PYTHONPATH"] = os.pathsep.join([os.path.abspath(b), env.get("PYTHONPATH", "")])
-            cmd = [sys.executable, __file__, "--model", args.model, "--levels", args.levels, "--max-tokens",
-                   str(args.max_tokens), "--n-threads", str(args.n_threads), "--repeats", "1", "--parts", "concurrency,flash"]
+            cmd = [sys.executable, __file__, "--model", os.path.abspath(m) if m.endswith(".gguf") else m,
+                   "--levels", args.levels, "--max-tokens", str(args.max_tokens), "--n-threads", str(args.n_threads),
+                   "--repeats", "1", "--parts", "concurrency,flash"]
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=os.path.dirname(__file__))
             if out.returncode != 0:
-                raise SystemExit(f"build {b} failed:\n{out.stderr[-2000:]}")
-            runs[b].append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"repeat {r + 1}, {b}: {runs[b][-1]['tokens_per_s_by_sequences']}", file=sys.stderr)
+                raise SystemExit(f"{label[(b, m)]} failed:\n{out.stderr[-2000:]}")
+            runs[(b, m)].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"repeat {r + 1}, {label[(b, m)]}: {runs[(b, m)][-1]['tokens_per_s_by_sequences']}", file=sys.stderr)
     levels = [str(int(x)) for x in args.levels.split(",")]
-    best = {b: {"decode": {n: max(x["tokens_per_s_by_sequences"][n] for x in rs) for n in levels},
-                "prompt": max(x["prompt_tokens_per_s"]["off"] for x in rs),
-                "avx512": "AVX512 = 1" in rs[0]["system_info"]} for b, rs in runs.items()}
-    ref = best[builds[0]]
-    table(f"{args.model}: llama.cpp builds ({args.n_threads} thread(s), best of {args.repeats}, alternating)",
-          ["build", "AVX-512", *[f"decode x{n} tok/s" for n in levels], "prompt tok/s", "decode x1 vs first",
-           "prompt vs first"],
-          [[b, str(v["avx512"]), *[f"{v['decode'][n]:.2f}" for n in levels], f"{v['prompt']:.1f}",
-            f"{v['decode'][levels[0]] / ref['decode'][levels[0]]:.2f}x", f"{v['prompt'] / ref['prompt']:.2f}x"]
-           for b, v in best.items()])
-    print(json.dumps({"model": args.model, "n_threads": args.n_threads, "repeats": args.repeats, "builds": best}))
+    best = {label[v]: {"build": v[0], "model": v[1],
+                       "decode": {n: max(x["tokens_per_s_by_sequences"][n] for x in rs) for n in levels},
+                       "prompt": max(x["prompt_tokens_per_s"]["off"] for x in rs),
+                       "avx512": "AVX512 = 1" in rs[0]["system_info"]} for v, rs in runs.items()}
+    ref = next(iter(best.values()))
+    table(f"llama.cpp builds and weights ({args.n_threads} thread(s), best of {args.repeats}, alternating)",
+          ["variant", "AVX-512", *[f"decode x{n} tok/s" for n in levels], "prompt tok/s",
+           *[f"decode x{n} vs first" for n in levels], "prompt vs first"],
+          [[k, str(v["avx512"]), *[f"{v['decode'][n]:.2f}" for n in levels], f"{v['prompt']:.1f}",
+            *[f"{v['decode'][n] / ref['decode'][n]:.2f}x" for n in levels], f"{v['prompt'] / ref['prompt']:.2f}x"]
+           for k, v in best.items()])
+    print(json.dumps({"model": args.model, "n_threads": args.n_threads, "repeats": args.repeats, "variants": best}))
 
 
 def report_concurrency(args: argparse.Namespace, load: float, levels: list[int], conc: dict, summary: dict) -> None:
