@@ -168,6 +168,7 @@ async def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--n-threads", type=int, default=1)
     ap.add_argument("--drafts", default="0,4,8")
+    ap.add_argument("--prompt-words", type=int, default=600, help="prompt length for the prompt-evaluation part")
     ap.add_argument("--quick", action="store_true", help="levels 1,4; one repeat")
     ap.add_argument("--parts", default="concurrency,samples,speculation,flash",
                     help="which measurements, comma-separated")
@@ -198,7 +199,7 @@ async def main() -> None:
     if "speculation" in parts:
         spec = await speculation(path, args.n_threads, [int(x) for x in args.drafts.split(",")], 4 * args.max_tokens)
     if "flash" in parts:
-        fa = await flash_attention(path, args.n_threads, 600)
+        fa = await flash_attention(path, args.n_threads, args.prompt_words)
     import llama_cpp
 
     summary: dict = {"model": args.model, "n_threads": args.n_threads, "load_avg_at_start": round(load, 2),
@@ -220,7 +221,7 @@ async def main() -> None:
         summary["speculation_tokens_per_s"] = {d: round(r["tokens_per_s"], 2) for d, r in spec.items()}
         summary["speculation_same_text"] = all(r["same_text"] for r in spec.values())
     if fa:
-        table("prompt evaluation, 600-word prompt", ["flash attention", "prompt tokens/s"], [[k, f"{v:.1f}"] for k, v in fa.items()])
+        table(f"prompt evaluation, {args.prompt_words}-word prompt", ["flash attention", "prompt tokens/s"], [[k, f"{v:.1f}"] for k, v in fa.items()])
         summary["flash_attn_prompt_speedup"] = round(fa["on"] / fa["off"], 2)
         summary["prompt_tokens_per_s"] = {k: round(v, 2) for k, v in fa.items()}
     print(json.dumps(summary))
@@ -234,6 +235,8 @@ def compare_variants(args: argparse.Namespace) -> None:
     variants = [(b, m) for b in builds for m in models]
     label = {v: " / ".join(x for x, n in ((v[0], len(builds)), (os.path.basename(v[1]), len(models))) if n > 1) or v[0]
              for v in variants}
+    if len(set(label.values())) < len(variants):
+        raise SystemExit("two variants would share a label: give the weight files distinct names")
     runs: dict[tuple[str, str], list[dict]] = {v: [] for v in variants}
     for r in range(max(1, args.repeats)):
         for b, m in variants:
@@ -244,7 +247,7 @@ def compare_variants(args: argparse.Namespace) -> None:
                 env["PYTHONPATH"] = os.pathsep.join([os.path.abspath(b), env.get("PYTHONPATH", "")])
             cmd = [sys.executable, __file__, "--model", os.path.abspath(m) if m.endswith(".gguf") else m,
                    "--levels", args.levels, "--max-tokens", str(args.max_tokens), "--n-threads", str(args.n_threads),
-                   "--repeats", "1", "--parts", "concurrency,flash"]
+                   "--repeats", "1", "--parts", "concurrency,flash", "--prompt-words", str(args.prompt_words)]
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=os.path.dirname(__file__))
             if out.returncode != 0:
                 raise SystemExit(f"{label[(b, m)]} failed:\n{out.stderr[-2000:]}")
