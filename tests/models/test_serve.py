@@ -19,7 +19,6 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from notebook_agent.models import cli as models_cli
 from notebook_agent.models.base import (
     ChatModel,
     Completion,
