@@ -46,8 +46,8 @@ REQUIRED = {"execute_code": {"comment", "code"}, "final_answer": {"answer"}}
 ASK = [{"role": "user", "content": "Write Python code that prints the sum of 2 and 3."}]
 # A request that cannot end early on any machine: the grammar admits one answer, 1 to 400 written
 # out (about 1,500 SmolLM2 tokens, one per digit and space, after a prompt as long, since the
-# schema is in it: 44 s here), so it outlives a 2 s client however
-# fast the CPU (an unconstrained "count to 1000" ended within 3 s on a CI machine).
+# schema is in it: 44 s here), so it outlives a 2 s client however fast the CPU (an
+# unconstrained "count to 1000" ended within 3 s on a CI machine).
 LONG_ANSWER = " ".join(str(i) for i in range(1, 401))
 LONG = {"messages": [{"role": "user", "content": "Count from 1 to 400."}],
         "tools": [{"type": "function", "function": {"name": "final_answer", "description": "Answer.", "parameters": {
