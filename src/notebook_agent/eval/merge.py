@@ -32,15 +32,17 @@ def merge_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, allow_change
     inputs = [Path(p) for p in run_dirs]
     if len(inputs) < 2:
         raise ValueError("give at least two run folders to merge")
-    settings, records, owner = [], {}, {}
+    settings, differences, records, owner = [], [], {}, {}
     for path in inputs:
         if not (path / RESULTS_FILE).is_file():
             raise FileNotFoundError(f"{path} is not a run directory: it has no {RESULTS_FILE}")
         s = json.loads((path / RUN_FILE).read_text()) if (path / RUN_FILE).exists() else {}
-        if settings and not allow_changed_settings and (changed := setting_differences(settings[0], s)):
+        changed = setting_differences(settings[0], s) if settings else []
+        if changed and not allow_changed_settings:
             raise SettingsMismatch(f"{path} was run with other settings than {inputs[0]} ({'; '.join(changed)}); "
                                    "merge anyway with --allow-changed-settings if mixing is intended")
         settings.append(s)
+        differences.append(changed)
         for tid, rec in latest_by_id(read_records(path / RESULTS_FILE)[0]).items():
             if not is_final(rec):
                 continue
@@ -53,7 +55,7 @@ def merge_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, allow_change
             w.append(rec)
     merged = {**settings[0], "merged_from": [
         {"path": str(p), "git_commit": s.get("git_commit"), "records": sum(o == p for o in owner.values()),
-         "differences": setting_differences(settings[0], s)} for p, s in zip(inputs, settings)],
+         "differences": d} for p, s, d in zip(inputs, settings, differences)],
         "sessions": [x for s in settings for x in s.get("sessions", [])]}
     write_json_atomic(out / RUN_FILE, merged)
     return {"out": str(out), "records": len(records), "inputs": merged["merged_from"]}
