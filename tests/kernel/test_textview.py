@@ -96,7 +96,7 @@ def test_the_dropped_output_note_stays_visible_after_a_long_interrupt_traceback(
     frames = [f"File /usr/lib/python3/signal.py:{i}, in handler(signum, frame)\n    " + "y" * 150 for i in range(30)]
     c.add_message("error", {"ename": "KeyboardInterrupt", "evalue": "",
                             "traceback": ["Traceback (most recent call last)", *frames, "KeyboardInterrupt"]})
-    outs = _replace_interrupt(c, "OutputLimitExceeded", "The cell kept printing.")
+    outs = _replace_interrupt(c.finish(), c.truncated, "OutputLimitExceeded", "The cell kept printing.")
     assert [o["output_type"] for o in outs] == ["stream", "error", "stream"]
     text = text_view(outs, TextViewConfig(max_chars=4000))
     assert len(text) <= 4000 and "chars elided" in text

@@ -50,16 +50,16 @@ def _interrupted(outputs: list[dict[str, Any]]) -> bool:
     return any(o.get("output_type") == "error" and o.get("ename") == "KeyboardInterrupt" for o in outputs)
 
 
-def _replace_interrupt(collector: OutputCollector, ename: str, msg: str) -> list[dict[str, Any]]:
-    """The collector's outputs with the kernel's KeyboardInterrupt replaced by an error that
-    says why we interrupted.
+def _replace_interrupt(outputs: list[dict[str, Any]], truncated: bool, ename: str, msg: str) -> list[dict[str, Any]]:
+    """`outputs` (from `OutputCollector.finish`) with the kernel's KeyboardInterrupt replaced
+    by an error that says why we interrupted.
 
-    The traceback is kept: it shows the model where the cell was stuck. The collector's note
-    on dropped output stays last, after the error, so that the text view (which keeps the
-    tail) shows it however long the traceback.
+    The traceback is kept: it shows the model where the cell was stuck. When output was
+    `truncated`, the collector's note (always last) stays last, after the error, so that the
+    text view (which keeps the tail) shows it however long the traceback.
     """
-    outputs = collector.finish()
-    note = [outputs.pop()] if collector.truncated else []
+    outputs = list(outputs)
+    note = [outputs.pop()] if truncated else []
     tb: list[str] = []
     kept = []
     for out in outputs:
@@ -106,7 +106,8 @@ async def run_cell(channel: CellChannel, code: str, timeout: float | None, limit
                 await channel.interrupt()
                 continue
             await channel.kill()
-            outs = _replace_interrupt(collector, *_why(reason, timeout, limits, killed=True))
+            outs = _replace_interrupt(collector.finish(), collector.truncated,
+                                      *_why(reason, timeout, limits, killed=True))
             return ExecutionResult(code=code, outputs=outs, status="timeout",
                                    execution_count=collector.execution_count,
                                    duration_s=time.monotonic() - t0, text=text_view(outs, view),
@@ -131,7 +132,7 @@ async def run_cell(channel: CellChannel, code: str, timeout: float | None, limit
     outs = collector.finish()
     status = "error" if any(o["output_type"] == "error" for o in outs) else "ok"
     if reason and _interrupted(outs):
-        outs = _replace_interrupt(collector, *_why(reason, timeout, limits, killed=False))
+        outs = _replace_interrupt(outs, collector.truncated, *_why(reason, timeout, limits, killed=False))
         status = "timeout" if reason == "timeout" else "error"
     return ExecutionResult(code=code, outputs=outs, status=status, execution_count=exec_count,
                            duration_s=time.monotonic() - t0, text=text_view(outs, view),
