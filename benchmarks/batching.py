@@ -233,8 +233,13 @@ def compare_variants(args: argparse.Namespace) -> None:
     builds = (args.builds or "default").split(",")
     models = (args.models or args.model).split(",")
     variants = [(b, m) for b in builds for m in models]
-    label = {v: " / ".join(x for x, n in ((v[0], len(builds)), (os.path.basename(v[1]), len(models))) if n > 1) or v[0]
-             for v in variants}
+
+    def name(build: str, model: str) -> str:
+        """What tells this variant apart: its build, its weight file, or both."""
+        parts = ([build] if len(builds) > 1 else []) + ([os.path.basename(model)] if len(models) > 1 else [])
+        return " / ".join(parts) or build
+
+    label = {v: name(*v) for v in variants}
     if len(set(label.values())) < len(variants):
         raise SystemExit("two variants would share a label: give the weight files distinct names")
     runs: dict[tuple[str, str], list[dict]] = {v: [] for v in variants}
