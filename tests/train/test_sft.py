@@ -139,3 +139,22 @@ def test_truncation_is_counted_where_the_loss_loses_it():
     end = truncation_stats([short, long], 6, "keep_end")
     assert end["trained_tokens"] == 5 and end["cut_trained_tokens"] == 1 and end["truncated_examples"] == 1
     assert truncation_stats([short, long], 10, "keep_start")["truncated_examples"] == 0
+
+
+def test_progress_shows_no_loss_until_one_is_logged(capsys):
+    """A run shorter than `logging_steps` has no logged loss: the bar says so instead of `nan`."""
+    from types import SimpleNamespace
+
+    from notebook_agent.train.sft import progress_callback
+
+    bar = progress_callback()
+    state = SimpleNamespace(max_steps=3, global_step=0, num_input_tokens_seen=0, log_history=[])
+    bar.on_train_begin(None, state, None)
+    state.global_step, state.num_input_tokens_seen = 1, 100
+    bar.on_step_end(None, state, None)
+    state.global_step, state.log_history = 2, [{"loss": 1.25, "step": 2}]
+    bar.on_step_end(None, state, None)
+    bar.on_train_end(None, state, None)
+    err = capsys.readouterr().err
+    assert "sft step 1/3: loss -," in err and "nan" not in err
+    assert "sft step 2/3: loss 1.250," in err

@@ -284,8 +284,9 @@ def progress_callback() -> Any:
 
         def on_step_end(self, args, state, control, **kw):
             rate = state.num_input_tokens_seen / max(1e-9, time.monotonic() - self.t0)
-            loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), float("nan"))
-            text = f"loss {loss:.3f}, {rate:.0f} tokens/s"
+            loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
+            shown = "-" if loss is None else f"{loss:.3f}"  # none logged before `logging_steps` steps
+            text = f"loss {shown}, {rate:.0f} tokens/s"
             self.bar.update(self.job, completed=state.global_step, description=text)
             if not self.bar.console.is_terminal:  # a log file: a line per step instead of a live bar
                 self.bar.console.print(f"sft step {state.global_step}/{state.max_steps}: {text}")
